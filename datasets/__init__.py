@@ -1,0 +1,23 @@
+"""Datasets of CrossPoint: loaders for the published files, augmentations and validation.
+
+Every loader takes the data root (default "data") and finds its own sub-folder; see
+data/README.md for the expected tree. ``python -m datasets.check --root data`` validates a root.
+The synthetic stand-in generator is ``datasets.synthetic`` (not imported here).
+"""
+
+from .io import DatasetError, DatasetNotFoundError, read_image_rgb, read_ply_points
+from .modelnet40 import ModelNet40
+from .scanobjectnn import SCANOBJECTNN_CLASSES, ScanObjectNN
+from .shapenet_part import (CATEGORIES, NUM_PARTS, PART_OFFSETS, PARTS_PER_CATEGORY,
+                            ShapeNetPart)
+from .shapenet_render import DatasetWarning, ShapeNetObject, ShapeNetRender
+from .transforms import (Compose, crosspoint_image_transform, crosspoint_point_transform,
+                         eval_image_transform, item_rng)
+
+__all__ = [
+    "DatasetError", "DatasetNotFoundError", "DatasetWarning", "read_image_rgb", "read_ply_points",
+    "ModelNet40", "ScanObjectNN", "SCANOBJECTNN_CLASSES", "ShapeNetPart", "CATEGORIES",
+    "NUM_PARTS", "PART_OFFSETS", "PARTS_PER_CATEGORY", "ShapeNetRender", "ShapeNetObject",
+    "Compose", "crosspoint_image_transform", "crosspoint_point_transform",
+    "eval_image_transform", "item_rng",
+]

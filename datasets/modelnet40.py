@@ -1,0 +1,79 @@
+"""ModelNet40 point clouds (the 2048-point HDF5 release) for linear-SVM and few-shot evaluation.
+
+Layout: ``<root>/modelnet40_ply_hdf5_2048/ply_data_{train0..4,test0..1}.h5`` with keys ``data``
+float32 (N, 2048, 3) and ``label`` (N, 1) (``normal`` and ``faceId`` are ignored), plus
+``shape_names.txt``, ``train_files.txt`` and ``test_files.txt``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from .io import (DatasetError, DatasetNotFoundError, h5_files, load_h5_split, read_lines,
+                 require_dir)
+
+__all__ = ["ModelNet40", "MODELNET40_DIR", "NUM_CLASSES"]
+
+MODELNET40_DIR = "modelnet40_ply_hdf5_2048"
+NUM_CLASSES = 40
+
+
+def _split_files(directory: Path, split: str) -> list[Path]:
+    listing = directory / f"{split}_files.txt"
+    if listing.is_file():
+        files = []
+        for line in read_lines(listing):
+            # Entries look like "data/modelnet40_ply_hdf5_2048/ply_data_train0.h5".
+            f = directory / os.path.basename(line.replace("\\", "/"))
+            if not f.is_file():
+                raise DatasetNotFoundError(f"{listing}: lists {line!r} but {f} does not exist")
+            files.append(f)
+        if files:
+            return files
+    files = h5_files(directory, [f"ply_data_{split}*.h5"])
+    if not files:
+        raise DatasetError(f"ModelNet40 split '{split}': no files matching "
+                           f"{directory / f'ply_data_{split}*.h5'} (and no {listing.name})")
+    return files
+
+
+class ModelNet40(Dataset):
+    """ModelNet40 classification clouds, all loaded into memory.
+
+    Args:
+        root: data root holding ``modelnet40_ply_hdf5_2048/``.
+        split: "train" (9840 shapes) or "test" (2468).
+        num_points: keep the first ``num_points`` points of each cloud (paper: 1024);
+            None keeps all stored points.
+
+    Item: ``(points float32 (num_points, 3), label int)``.
+
+    Attributes:
+        data: np.float32 (M, num_points, 3); labels: np.int64 (M,);
+        class_names: 40 names from ``shape_names.txt`` (None if the file is absent).
+    """
+
+    def __init__(self, root: str | os.PathLike = "data", split: str = "train",
+                 num_points: int | None = 1024) -> None:
+        if split not in ("train", "test"):
+            raise ValueError(f"ModelNet40 split must be 'train' or 'test', got {split!r}")
+        self.root = Path(root)
+        self.split = split
+        self.dir = require_dir(self.root / MODELNET40_DIR, "ModelNet40", self.root)
+        names_file = self.dir / "shape_names.txt"
+        self.class_names: list[str] | None = (read_lines(names_file) if names_file.is_file()
+                                              else None)
+        num_classes = len(self.class_names) if self.class_names else NUM_CLASSES
+        self.files = _split_files(self.dir, split)
+        self.data, self.labels = load_h5_split(self.files, num_points, num_classes)
+        self.num_points = self.data.shape[1]
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(self.data[index].copy()), int(self.labels[index])
