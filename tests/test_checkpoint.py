@@ -191,3 +191,17 @@ def test_load_state_dict_file_errors_name_the_file(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ValueError, match=r"bad\.json"):
         read_weights_meta(tmp_path / "bad.pth")
+
+
+def test_atomic_write_uses_the_umask_mode(tmp_path):
+    """Checkpoints get the permissions a plain open() would give, not mkstemp's 0600."""
+    import os
+
+    from util.checkpoint import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644

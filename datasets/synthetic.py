@@ -1,0 +1,809 @@
+"""Synthetic stand-ins for the four CrossPoint datasets, written in the published on-disk formats.
+
+The machines this project runs on have no internet, so tests, CI and the quickstart use procedurally
+generated data that the same loaders read. Objects are assemblies of primitives
+(``datasets/synthetic_shapes.py``); classes differ by structure, with random proportions and
+optional sub-parts. Shaded views are ray cast with Embree (``datasets/render.py``).
+
+Usage::
+
+    python -m datasets.synthetic --root data/synthetic --preset small --seed 0 [--workers 2]
+    python -m datasets.synthetic --root DIR --preset tiny --only modelnet40,scanobjectnn
+
+    from datasets.synthetic import generate
+    summary = generate("data/synthetic", preset="tiny", seed=0)
+
+Layouts written under ROOT (see /work/shared/reference/DATASETS.md for the real ones):
+
+- ShapeNetRender: ``ShapeNet/<synset>/<object>.ply`` (2048 surface points, binary little-endian
+  PLY, float x y z; centred, bounding-box diagonal 1 like ShapeNetCore v1) and
+  ``ShapeNetRendering/<synset>/<object>/rendering/{00..NN}.png`` (137x137 RGBA, transparent
+  background, flat-shaded ray-cast views) with ``renderings.txt`` and ``rendering_metadata.txt``
+  (azimuth, elevation, in-plane rotation, distance ratio, field of view; the views are rendered with
+  exactly these numbers, camera distance = ratio * 1.75).
+- ModelNet40: ``modelnet40_ply_hdf5_2048/ply_data_{train,test}{i}.h5`` (data float32 (N, 2048, 3),
+  label uint8 (N, 1), normal float32 (N, 2048, 3), faceId int32 (N, 2048); unit sphere, y up,
+  small random rotation about y), ``shape_names.txt``, ``train_files.txt``, ``test_files.txt``.
+  It has more classes than the pretraining set: the shared families plus unseen ones.
+- ScanObjectNN: ``ScanObjectNN/main_split/{train,test}.h5`` (OBJ_BG: data float32 (N, 2048, 3),
+  label int64 (N,), mask int64 (N, 2048) with -1 = background, 1 = object) and
+  ``ScanObjectNN/main_split_nobg/`` (OBJ_ONLY, same objects). Each cloud is a simulated depth scan
+  of the object standing on a floor (one viewpoint, self-occlusion, occluding clutter, walls, sensor
+  noise, missing patches), cropped with the object's enlarged bounding box like ScanObjectNN.
+- ShapeNetPart: ``shapenet_part_seg_hdf5_data/ply_data_{train,val,test}0.h5`` (data float32
+  (N, 2048, 3), label uint8 (N, 1) category, pid uint8 (N, 2048) global part id in the official
+  16-category / 50-part numbering), ``all_object_categories.txt``, ``{train,val,test}_hdf5_file_list.txt``,
+  ``overallid_to_catid_partid.json``, ``catid_partid_to_overallid.json``.
+- ``contact_sheet.png`` (one render and one point cloud per class, plus samples of every layout) and
+  ``SYNTHETIC.json`` (preset, seed, version, counts, classes), written last.
+
+Determinism: every object's random generator is derived from (seed, dataset, class, split, index),
+so output bytes do not depend on the worker count; HDF5 datasets carry no timestamps and the PNGs
+no metadata, so the same seed gives byte-identical files. A run writes into ROOT/.synthetic-tmp-PID
+and moves finished dataset folders into place, then writes SYNTHETIC.json: a killed run never leaves
+a complete-looking dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_all_start_methods, get_context
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import h5py
+import numpy as np
+from PIL import Image, ImageDraw
+
+from datasets import render as rd
+from datasets import synthetic_shapes as ss
+
+VERSION = 1
+MARKER = "SYNTHETIC.json"
+SWAP_NOTE = ".synthetic-swap.json"
+TMP_PREFIX = ".synthetic-tmp-"
+NUM_POINTS = 2048
+IMAGE_SIZE = 137
+
+DATASETS = ("shapenet_render", "modelnet40", "scanobjectnn", "shapenet_part")
+FOLDERS = {
+    "shapenet_render": ("ShapeNet", "ShapeNetRendering"),
+    "modelnet40": ("modelnet40_ply_hdf5_2048",),
+    "scanobjectnn": ("ScanObjectNN",),
+    "shapenet_part": ("shapenet_part_seg_hdf5_data",),
+}
+
+# The 13 3D-R2N2 / ShapeNetRender classes: (family, ShapeNet synset id).
+SHAPENET_RENDER_CLASSES = (
+    ("airplane", "02691156"), ("bench", "02828884"), ("cabinet", "02933112"), ("car", "02958343"),
+    ("chair", "03001627"), ("display", "03211117"), ("lamp", "03636649"), ("loudspeaker", "03691459"),
+    ("rifle", "04090263"), ("sofa", "04256520"), ("table", "04379243"), ("telephone", "04401088"),
+    ("watercraft", "04530566"),
+)
+# ModelNet40-style classes: (name in shape_names.txt, family). The first 13 share a family with the
+# pretraining set; the rest are unseen during pretraining (transfer, as in the paper).
+MODELNET_SHARED = (
+    ("airplane", "airplane"), ("bench", "bench"), ("cabinet", "cabinet"), ("car", "car"),
+    ("chair", "chair"), ("lamp", "lamp"), ("loudspeaker", "loudspeaker"), ("monitor", "display"),
+    ("rifle", "rifle"), ("sofa", "sofa"), ("table", "table"), ("telephone", "telephone"),
+    ("watercraft", "watercraft"),
+)
+MODELNET_UNSEEN = (
+    ("bathtub", "bathtub"), ("bed", "bed"), ("bookshelf", "shelf"), ("bottle", "bottle"),
+    ("bowl", "bowl"), ("stairs", "stairs"), ("vase", "vase"),
+)
+# ScanObjectNN's 15 classes in the official label order.
+SCANOBJECTNN_CLASSES = ("bag", "bin", "box", "cabinet", "chair", "desk", "display", "door", "shelf",
+                        "table", "bed", "pillow", "sink", "sofa", "toilet")
+# ShapeNetPart: (category name as in all_object_categories.txt, synset, family).
+SHAPENET_PART_CATEGORIES = (
+    ("Airplane", "02691156", "airplane"), ("Bag", "02773838", "bag"), ("Cap", "02954340", "cap"),
+    ("Car", "02958343", "car"), ("Chair", "03001627", "chair"), ("Earphone", "03261776", "earphone"),
+    ("Guitar", "03467517", "guitar"), ("Knife", "03624134", "knife"), ("Lamp", "03636649", "lamp"),
+    ("Laptop", "03642806", "laptop"), ("Motorbike", "03790512", "motorbike"), ("Mug", "03797390", "mug"),
+    ("Pistol", "03948459", "pistol"), ("Rocket", "04099429", "rocket"),
+    ("Skateboard", "04225987", "skateboard"), ("Table", "04379243", "table"),
+)
+PARTS_PER_CATEGORY = (4, 2, 2, 4, 4, 3, 3, 2, 4, 2, 6, 2, 3, 3, 3, 3)
+PART_OFFSETS = tuple(int(x) for x in np.cumsum((0,) + PARTS_PER_CATEGORY[:-1]))
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Counts per class. ``*_classes`` take the first k classes of each list (tiny uses fewer)."""
+
+    render_classes: Sequence[str]  # families from SHAPENET_RENDER_CLASSES
+    render_objects: int
+    views: int
+    modelnet_classes: Sequence[str]  # names from MODELNET_SHARED + MODELNET_UNSEEN
+    modelnet: tuple[int, int]  # train, test per class
+    scan_classes: int  # first k of SCANOBJECTNN_CLASSES (labels stay the official indices)
+    scan: tuple[int, int]
+    part: tuple[int, int, int]  # train, val, test per category (always all 16 categories)
+
+
+_ALL_RENDER = tuple(f for f, _ in SHAPENET_RENDER_CLASSES)
+_ALL_MODELNET = tuple(n for n, _ in MODELNET_SHARED + MODELNET_UNSEEN)
+PRESETS = {
+    "tiny": Preset(("airplane", "chair", "lamp", "table"), 3, 4,
+                   ("airplane", "chair", "lamp", "table", "bottle", "bowl"), (4, 2), 6, (4, 2), (3, 1, 2)),
+    "small": Preset(_ALL_RENDER, 25, 24, _ALL_MODELNET, (30, 10), 15, (25, 8), (30, 5, 8)),
+    "full": Preset(_ALL_RENDER, 400, 24, _ALL_MODELNET, (250, 60), 15, (160, 40), (700, 100, 180)),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Random generators and small helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _key(name: str) -> int:
+    return zlib.crc32(name.encode("utf-8"))
+
+
+def object_rng(seed: int, dataset: str, cls: str, split: str, index: int) -> np.random.Generator:
+    """The generator of one object: depends only on (seed, dataset, class, split, index)."""
+    return np.random.default_rng([int(seed), _key(dataset), _key(cls), _key(split), int(index)])
+
+
+def _object_id(seed: int, cls: str, index: int) -> str:
+    """A ShapeNet-like 32-hex-digit object id, deterministic in (seed, class, index)."""
+    a = zlib.crc32(f"{seed}/{cls}/{index}".encode())
+    rng = np.random.default_rng([a, int(seed), int(index)])
+    return "".join(f"{x:08x}" for x in rng.integers(0, 2**32, size=4, dtype=np.uint64))
+
+
+def _palette(rng: np.random.Generator, n_parts: int) -> np.ndarray:
+    """Per-part albedo (n_parts, 3) around a random base hue (colour is independent of the class)."""
+    h = rng.random()
+    s, v = rng.uniform(0.15, 0.75), rng.uniform(0.55, 0.95)
+    cols = []
+    for _ in range(n_parts):
+        if rng.random() < 0.35:
+            hh, sv, vv = rng.random(), rng.uniform(0.1, 0.8), rng.uniform(0.3, 0.95)
+        else:
+            hh, sv, vv = (h + rng.normal(0, 0.04)) % 1.0, np.clip(s + rng.normal(0, 0.1), 0, 1), \
+                np.clip(v + rng.normal(0, 0.1), 0.2, 1)
+        cols.append(colorsys.hsv_to_rgb(hh, sv, vv))
+    return np.asarray(cols, dtype=np.float64)
+
+
+def _visible_samples(mesh: ss.PartMesh, n: int, rng: np.random.Generator,
+                     caster: rd.RayCaster | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """n area-uniform samples on the outer surface (points (n, 3), face index (n,))."""
+    caster = caster or rd.RayCaster(mesh.vertices, mesh.faces)
+    normals = ss.face_normals(mesh.vertices, mesh.faces)
+    pts_list, face_list, have = [], [], 0
+    for _ in range(4):
+        pts, face = ss.sample_surface(mesh, int(n * 1.3) + 64, rng)
+        keep = rd.exterior_mask(caster, pts, normals[face], rng, n_dirs=6)
+        pts_list.append(pts[keep])
+        face_list.append(face[keep])
+        have += int(keep.sum())
+        if have >= n:
+            break
+    pts, face = np.concatenate(pts_list), np.concatenate(face_list)
+    if len(pts) < n:  # pathological mesh: fall back to plain surface samples
+        extra_p, extra_f = ss.sample_surface(mesh, n - len(pts), rng)
+        pts, face = np.concatenate([pts, extra_p]), np.concatenate([face, extra_f])
+    return pts[:n], face[:n]
+
+
+def _unit_sphere(points: np.ndarray) -> np.ndarray:
+    """Centre on the centroid and scale so the farthest point has norm 1 (PointNet convention)."""
+    p = points - points.mean(axis=0)
+    return p / max(float(np.linalg.norm(p, axis=1).max()), 1e-9)
+
+
+def write_ply(path: Path, points: np.ndarray) -> None:
+    """Binary little-endian PLY with one vertex element of float32 x, y, z."""
+    pts = np.ascontiguousarray(points, dtype="<f4")
+    header = ("ply\nformat binary_little_endian 1.0\n"
+              f"element vertex {len(pts)}\nproperty float x\nproperty float y\nproperty float z\nend_header\n")
+    with open(path, "wb") as f:
+        f.write(header.encode("ascii"))
+        f.write(pts.tobytes())
+
+
+def read_ply_points(path: Path) -> np.ndarray:
+    """Reads the (N, 3) float32 points of a PLY written by ``write_ply`` (for the contact sheet)."""
+    raw = Path(path).read_bytes()
+    end = raw.index(b"end_header\n") + len(b"end_header\n")
+    n = int([ln for ln in raw[:end].decode().splitlines() if ln.startswith("element vertex")][0].split()[-1])
+    return np.frombuffer(raw[end:end + 12 * n], dtype="<f4").reshape(n, 3)  # (N, 3)
+
+
+def write_h5(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """An HDF5 file with one dataset per key; no timestamps, so identical arrays give identical bytes."""
+    with h5py.File(path, "w") as f:
+        for k, a in arrays.items():
+            f.create_dataset(k, data=a, track_times=False)
+
+
+def _fmt(x: float) -> str:
+    return format(float(x), ".12g")
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-object work (run in worker processes; everything is a top-level picklable function)
+# ----------------------------------------------------------------------------------------------
+
+
+def _shapenet_render_object(task: tuple) -> str:
+    """Writes one object's PLY and its rendering folder under ``tmp``; returns the object id."""
+    tmp, seed, family, synset, index, n_views = task
+    rng = object_rng(seed, "shapenet_render", family, "all", index)
+    mesh = ss.normalize_bbox_diagonal(ss.build_object(family, rng))
+    caster = rd.RayCaster(mesh.vertices, mesh.faces)
+    pts, _ = _visible_samples(mesh, NUM_POINTS, rng, caster)
+    oid = _object_id(seed, family, index)
+    write_ply(Path(tmp) / "ShapeNet" / synset / f"{oid}.ply", pts)
+    out = Path(tmp) / "ShapeNetRendering" / synset / oid / "rendering"
+    out.mkdir(parents=True, exist_ok=True)
+    albedo = _palette(rng, len(mesh.part_names))[mesh.face_part]  # (F, 3)
+    normals = ss.face_normals(mesh.vertices, mesh.faces)
+    names, meta = [], []
+    for v in range(n_views):
+        # 3D-R2N2 sampled azimuth uniformly, elevation ~25-30 deg, no in-plane rotation.
+        az, el, ratio = _fmt(rng.uniform(0, 360)), _fmt(rng.uniform(25, 30)), _fmt(rng.uniform(0.7, 0.9))
+        # Differs from the original: 3D-R2N2's files always say 25 in the fifth column, but their views
+        # were rendered with Blender's default camera (horizontal FOV 49.13 deg, the intrinsics Mesh R-CNN
+        # and PyTorch3D use with those files); we write the field of view the image was rendered with.
+        fov = _fmt(rd.BLENDER_FOV_DEG)
+        img = rd.render_view(caster, mesh.vertices, normals, albedo, float(az), float(el),
+                             float(ratio) * rd.MAX_CAMERA_DISTANCE, float(fov), IMAGE_SIZE)
+        name = f"{v:02d}.png"
+        Image.fromarray(img, "RGBA").save(out / name, format="PNG", compress_level=3)
+        names.append(name)
+        meta.append(f"{az} {el} 0 {ratio} {fov}")
+    (out / "renderings.txt").write_text("\n".join(names) + "\n")
+    (out / "rendering_metadata.txt").write_text("\n".join(meta) + "\n")
+    return oid
+
+
+def _modelnet_cloud(seed: int, family: str, split: str, index: int) -> dict[str, np.ndarray]:
+    rng = object_rng(seed, "modelnet40", family, split, index)
+    mesh = ss.normalize_bbox_diagonal(ss.build_object(family, rng))
+    pts, face = _visible_samples(mesh, NUM_POINTS, rng)
+    R = ss.rot("y", rng.uniform(-np.pi / 6, np.pi / 6))  # ModelNet40 is roughly, not exactly, aligned
+    normals = ss.face_normals(mesh.vertices, mesh.faces)[face] @ R.T
+    return {"data": _unit_sphere(pts @ R.T).astype(np.float32), "normal": normals.astype(np.float32),
+            "faceId": face.astype(np.int32)}
+
+
+def _part_cloud(seed: int, cat_index: int, split: str, index: int) -> dict[str, np.ndarray]:
+    family = SHAPENET_PART_CATEGORIES[cat_index][2]
+    rng = object_rng(seed, "shapenet_part", family, split, index)
+    mesh = ss.normalize_bbox_diagonal(ss.build_object(family, rng))
+    pts, face = _visible_samples(mesh, NUM_POINTS, rng)
+    pid = PART_OFFSETS[cat_index] + mesh.face_part[face]
+    return {"data": _unit_sphere(pts).astype(np.float32), "pid": pid.astype(np.uint8)}
+
+
+def _background(rng: np.random.Generator, obj_lo: np.ndarray, obj_hi: np.ndarray,
+                sensor_az: float) -> list[ss.Prim]:
+    """Floor, maybe a wall behind the object, and clutter beside or behind it (seen from ``sensor_az``)."""
+    prims = [ss.box((0, -0.02, 0), (4.0, 0.04, 4.0))]
+    radius = float(np.linalg.norm((obj_hi - obj_lo)[[0, 2]]) / 2)
+    if rng.random() < 0.5:
+        a = sensor_az + np.pi + rng.uniform(-0.8, 0.8)
+        d = radius * rng.uniform(0.75, 1.1) + rng.uniform(0.0, 0.12)
+        prims.append(ss.box((d * np.cos(a), 0.75, d * np.sin(a)), (0.04, 1.5, 4.0), R=ss.rot("y", -a)))
+    for _ in range(int(rng.choice([0, 1, 2, 3], p=[0.25, 0.35, 0.25, 0.15]))):
+        a = sensor_az + rng.uniform(0.7, 2 * np.pi - 0.7)
+        s = rng.uniform(0.08, 0.35, size=3)
+        d = radius + s[[0, 2]].max() * rng.uniform(0.1, 0.6)
+        c = (d * np.cos(a), s[1] / 2, d * np.sin(a))
+        if rng.random() < 0.6:
+            prims.append(ss.box(c, s, R=ss.rot("y", rng.uniform(0, np.pi))))
+        else:
+            prims.append(ss.cyl((c[0], 0, c[2]), (c[0], s[1], c[2]), s[0] / 2, n=14))
+    return prims
+
+
+def _scan_cloud(seed: int, family: str, split: str, index: int) -> dict[str, np.ndarray]:
+    """One simulated ScanObjectNN object: OBJ_BG cloud + mask and the OBJ_ONLY cloud."""
+    rng = object_rng(seed, "scanobjectnn", family, split, index)
+    mesh = ss.normalize_bbox_diagonal(ss.build_object(family, rng))
+    lo_o, hi_o = mesh.vertices.min(0), mesh.vertices.max(0)
+    R = ss.rot("y", rng.uniform(0, 2 * np.pi))
+    t = np.array([0.0, -lo_o[1], 0.0])  # stand on the floor (y = 0)
+    v = (mesh.vertices + t) @ R.T
+    az = rng.uniform(0, 2 * np.pi)  # where the (first) sensor position is
+    bg = _background(rng, v.min(0), v.max(0), az)
+    verts = [v] + [p[0] for p in bg]
+    faces, off = [mesh.faces], len(v)
+    for p in bg:
+        faces.append(p[1] + off)
+        off += len(p[0])
+    is_obj = np.concatenate([np.ones(len(mesh.faces), bool)] + [np.zeros(len(p[1]), bool) for p in bg])
+    caster = rd.RayCaster(np.concatenate(verts), np.concatenate(faces))
+    center = np.array([0.0, (hi_o[1] - lo_o[1]) / 2, 0.0])
+    margin = np.abs(hi_o - lo_o) * rng.uniform(0.03, 0.15, size=3) + 0.01
+    margin_lo = margin.copy()
+    margin_lo[1] = rng.uniform(0.005, 0.03)  # a thin slice of floor falls inside the box
+    # A short hand-held sweep: 1-3 sensor positions within ~120 deg of azimuth, all on one side.
+    n_views = int(rng.choice([1, 2, 3], p=[0.4, 0.4, 0.2]))
+    poses = []
+    for _ in range(n_views):
+        el, dist = np.radians(rng.uniform(10, 50)), rng.uniform(1.0, 1.8)
+        sensor = center + dist * np.array([np.cos(el) * np.cos(az), np.sin(el), np.cos(el) * np.sin(az)])
+        poses.append((sensor, center + rng.normal(0, 0.03, size=3), np.degrees(2 * np.arctan(0.58 / dist))))
+        az += np.radians(rng.uniform(20, 60))
+    res = int(rng.integers(64, 96))
+    for _ in range(4):
+        hits = [rd.scan(caster, s_, tg, fv, res, rng) for s_, tg, fv in poses]
+        pts = np.concatenate([h[0] for h in hits])
+        face = np.concatenate([h[1] for h in hits])
+        dirs = np.concatenate([h[2] for h in hits])
+        pts = pts + dirs * rng.normal(0, rng.uniform(0.002, 0.008), size=(len(pts), 1))  # depth noise
+        pts = pts + rng.normal(0, 0.0015, size=pts.shape)
+        q = (pts @ R) - t  # back to the object frame: (p R^T)^-1 = p R
+        inside = np.all((q >= lo_o - margin_lo) & (q <= hi_o + margin), axis=1)
+        pts, obj = pts[inside], is_obj[face[inside]]
+        if obj.sum() >= NUM_POINTS:
+            break
+        res = int(res * 1.5)  # thin or distant object: scan again at a higher resolution
+    if not obj.any():
+        raise RuntimeError(f"synthetic ScanObjectNN: no object point in the scan of {family} {split} {index}")
+    if rng.random() < 0.3:  # a missing patch (reflective or dark surface)
+        c = pts[obj][rng.integers(obj.sum())]
+        keep = np.linalg.norm(pts - c, axis=1) > rng.uniform(0.05, 0.15)
+        if obj[keep].sum() >= 256:
+            pts, obj = pts[keep], obj[keep]
+    sel = rng.choice(len(pts), NUM_POINTS, replace=len(pts) < NUM_POINTS)
+    obj_idx = np.flatnonzero(obj)
+    sel_obj = obj_idx[rng.choice(len(obj_idx), NUM_POINTS, replace=len(obj_idx) < NUM_POINTS)]
+    mask = np.where(obj[sel], 1, -1).astype(np.int64)
+    return {"data": _unit_sphere(pts[sel]).astype(np.float32), "mask": mask,
+            "data_nobg": _unit_sphere(pts[sel_obj]).astype(np.float32)}
+
+
+def _cloud_chunk(task: tuple) -> list[dict[str, np.ndarray]]:
+    """A batch of clouds for one h5 dataset: task = (dataset, seed, [(class key, split, index), ...])."""
+    dataset, seed, items = task
+    fn = {"modelnet40": _modelnet_cloud, "scanobjectnn": _scan_cloud, "shapenet_part": _part_cloud}[dataset]
+    return [fn(seed, cls, split, index) for cls, split, index in items]
+
+
+# ----------------------------------------------------------------------------------------------
+# Dataset writers
+# ----------------------------------------------------------------------------------------------
+
+
+class _Runner:
+    """Maps tasks in order, inline or over a process pool, with an optional progress bar."""
+
+    def __init__(self, workers: int, progress: bool):
+        self.workers = max(1, int(workers))
+        self.progress = progress
+        self.pool = None
+        if self.workers > 1:
+            # forkserver/spawn: forking a parent that may hold torch/OpenMP threads can deadlock
+            method = "forkserver" if "forkserver" in get_all_start_methods() else "spawn"
+            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context(method))
+
+    def map(self, fn, tasks: list, desc: str, weights: Sequence[int] | None = None) -> list:
+        bar = None
+        if self.progress:
+            try:
+                from tqdm import tqdm
+                bar = tqdm(total=sum(weights) if weights else len(tasks), desc=desc, unit="obj",
+                           file=sys.stderr, leave=False)
+            except ImportError:
+                print(f"[synthetic] {desc}: {len(tasks)} tasks", file=sys.stderr)
+        results = []
+        it = self.pool.map(fn, tasks) if self.pool else map(fn, tasks)
+        for i, res in enumerate(it):
+            results.append(res)
+            if bar is not None:
+                bar.update(weights[i] if weights else 1)
+        if bar is not None:
+            bar.close()
+        return results
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _order(seed: int, dataset: str, split: str, n: int) -> np.ndarray:
+    """The shuffled order of a split's objects in its h5 files (the published files are shuffled)."""
+    return np.random.default_rng([int(seed), _key(dataset), _key(split), _key("order")]).permutation(n)
+
+
+def _gen_shapenet_render(tmp: Path, cfg: Preset, seed: int, runner: _Runner) -> dict:
+    classes = [(f, s) for f, s in SHAPENET_RENDER_CLASSES if f in cfg.render_classes]
+    for _, synset in classes:
+        (tmp / "ShapeNet" / synset).mkdir(parents=True, exist_ok=True)
+        (tmp / "ShapeNetRendering" / synset).mkdir(parents=True, exist_ok=True)
+    tasks = [(str(tmp), seed, f, s, i, cfg.views) for f, s in classes for i in range(cfg.render_objects)]
+    runner.map(_shapenet_render_object, tasks, "ShapeNetRender")
+    return {"counts": {"objects": len(tasks), "views_per_object": cfg.views, "images": len(tasks) * cfg.views},
+            "classes": [f for f, _ in classes], "synsets": {s: f for f, s in classes}}
+
+
+def _gen_h5_splits(dataset: str, classes: list[tuple[int, str]], splits: dict[str, int], seed: int,
+                   runner: _Runner) -> dict[str, tuple[list[dict], np.ndarray]]:
+    """Generates every split: returns split -> (per-object arrays in file order, labels in file order)."""
+    out = {}
+    for split, per_class in splits.items():
+        items = [(key, split, i) for _, key in classes for i in range(per_class)]
+        labels = np.array([lab for lab, _ in classes for _ in range(per_class)], dtype=np.int64)
+        chunks = _chunks(items, 8)
+        res = runner.map(_cloud_chunk, [(dataset, seed, c) for c in chunks], f"{dataset}/{split}",
+                         weights=[len(c) for c in chunks])
+        flat = [r for chunk in res for r in chunk]
+        order = _order(seed, dataset, split, len(flat))
+        out[split] = ([flat[i] for i in order], labels[order])
+    return out
+
+
+def _write_split_files(folder: Path, prefix: str, arrays: dict[str, np.ndarray], per_file: int = 2048) -> list[str]:
+    """Writes ``{prefix}0.h5, {prefix}1.h5, ...`` with at most ``per_file`` shapes each (as published)."""
+    n = len(next(iter(arrays.values())))
+    names = []
+    for k, start in enumerate(range(0, max(n, 1), per_file)):
+        sl = slice(start, start + per_file)
+        name = f"{prefix}{k}.h5"
+        write_h5(folder / name, {key: val[sl] for key, val in arrays.items()})
+        names.append(name)
+    return names
+
+
+def _gen_modelnet40(tmp: Path, cfg: Preset, seed: int, runner: _Runner) -> dict:
+    lookup = dict(MODELNET_SHARED + MODELNET_UNSEEN)
+    names = sorted(cfg.modelnet_classes)  # ModelNet40's shape_names.txt is alphabetical
+    folder = tmp / "modelnet40_ply_hdf5_2048"
+    folder.mkdir(parents=True)
+    data = _gen_h5_splits("modelnet40", [(i, lookup[n]) for i, n in enumerate(names)],
+                          {"train": cfg.modelnet[0], "test": cfg.modelnet[1]}, seed, runner)
+    counts = {}
+    for split, (objs, labels) in data.items():
+        arrays = {"data": np.stack([o["data"] for o in objs]),  # (N, 2048, 3)
+                  "faceId": np.stack([o["faceId"] for o in objs]),  # (N, 2048)
+                  "label": labels.astype(np.uint8)[:, None],  # (N, 1)
+                  "normal": np.stack([o["normal"] for o in objs])}  # (N, 2048, 3)
+        files = _write_split_files(folder, f"ply_data_{split}", arrays)
+        (folder / f"{split}_files.txt").write_text(
+            "".join(f"data/modelnet40_ply_hdf5_2048/{f}\n" for f in files))
+        counts[split] = len(objs)
+    (folder / "shape_names.txt").write_text("".join(f"{n}\n" for n in names))
+    return {"counts": counts, "classes": names,
+            "unseen_in_pretraining": [n for n in names if n in dict(MODELNET_UNSEEN)]}
+
+
+def _gen_scanobjectnn(tmp: Path, cfg: Preset, seed: int, runner: _Runner) -> dict:
+    classes = list(enumerate(SCANOBJECTNN_CLASSES[:cfg.scan_classes]))
+    data = _gen_h5_splits("scanobjectnn", classes, {"train": cfg.scan[0], "test": cfg.scan[1]}, seed, runner)
+    bg, nobg = tmp / "ScanObjectNN" / "main_split", tmp / "ScanObjectNN" / "main_split_nobg"
+    bg.mkdir(parents=True)
+    nobg.mkdir(parents=True)
+    counts = {}
+    for split, (objs, labels) in data.items():
+        write_h5(bg / f"{split}.h5", {"data": np.stack([o["data"] for o in objs]),  # (N, 2048, 3)
+                                      "label": labels.astype(np.int64),  # (N,)
+                                      "mask": np.stack([o["mask"] for o in objs])})  # (N, 2048)
+        write_h5(nobg / f"{split}.h5", {"data": np.stack([o["data_nobg"] for o in objs]),
+                                        "label": labels.astype(np.int64),
+                                        "mask": np.ones((len(objs), NUM_POINTS), dtype=np.int64)})
+        counts[split] = len(objs)
+    return {"counts": counts, "classes": [c for _, c in classes], "variants": ["main_split", "main_split_nobg"]}
+
+
+def _gen_shapenet_part(tmp: Path, cfg: Preset, seed: int, runner: _Runner) -> dict:
+    folder = tmp / "shapenet_part_seg_hdf5_data"
+    folder.mkdir(parents=True)
+    classes = [(i, i) for i in range(len(SHAPENET_PART_CATEGORIES))]
+    data = _gen_h5_splits("shapenet_part", classes, dict(zip(("train", "val", "test"), cfg.part)), seed, runner)
+    counts = {}
+    for split, (objs, labels) in data.items():
+        arrays = {"data": np.stack([o["data"] for o in objs]),  # (N, 2048, 3)
+                  "label": labels.astype(np.uint8)[:, None],  # (N, 1)
+                  "pid": np.stack([o["pid"] for o in objs])}  # (N, 2048)
+        files = _write_split_files(folder, f"ply_data_{split}", arrays)
+        (folder / f"{split}_hdf5_file_list.txt").write_text("".join(f"{f}\n" for f in files))
+        counts[split] = len(objs)
+    (folder / "all_object_categories.txt").write_text(
+        "".join(f"{name}\t{synset}\n" for name, synset, _ in SHAPENET_PART_CATEGORIES))
+    overall = {}
+    for c, (_, synset, _) in enumerate(SHAPENET_PART_CATEGORIES):
+        for p in range(PARTS_PER_CATEGORY[c]):
+            overall[PART_OFFSETS[c] + p] = [synset, p + 1]
+    (folder / "overallid_to_catid_partid.json").write_text(json.dumps([overall[i] for i in range(50)]))
+    (folder / "catid_partid_to_overallid.json").write_text(
+        json.dumps({f"{s}_{p}": i for i, (s, p) in overall.items()}, sort_keys=True))
+    parts = {name.lower(): list(ss.FAMILIES[fam][1]) for name, _, fam in SHAPENET_PART_CATEGORIES}
+    return {"counts": counts, "classes": [n for n, _, _ in SHAPENET_PART_CATEGORIES], "part_names": parts}
+
+
+_GENERATORS = {"shapenet_render": _gen_shapenet_render, "modelnet40": _gen_modelnet40,
+               "scanobjectnn": _gen_scanobjectnn, "shapenet_part": _gen_shapenet_part}
+
+
+# ----------------------------------------------------------------------------------------------
+# Contact sheet
+# ----------------------------------------------------------------------------------------------
+
+
+def _scatter(points: np.ndarray, colors: np.ndarray, size: int = 96) -> Image.Image:
+    """Orthographic view of a cloud (y up, seen from azimuth 35 deg, elevation 20 deg), painter's order.
+
+    points: (N, 3); colors: (N, 3) floats in [0, 1]. Returns an RGB image.
+    """
+    p = points - (points.max(0) + points.min(0)) / 2
+    p = p @ ss.rot("y", math.radians(-35)).T @ ss.rot("x", math.radians(20)).T
+    scale = 0.45 * size / max(float(np.abs(p[:, :2]).max()), 1e-9)
+    col = np.clip((p[:, 0] * scale + size / 2).astype(int), 0, size - 2)
+    row = np.clip((size / 2 - p[:, 1] * scale).astype(int), 0, size - 2)
+    depth = (p[:, 2] - p[:, 2].min()) / max(float(np.ptp(p[:, 2])), 1e-9)
+    order = np.argsort(-depth, kind="stable")  # far (large z) first
+    shade = (0.55 + 0.45 * (1 - depth))[:, None]
+    rgb = (np.clip(colors * shade, 0, 1) * 255).astype(np.uint8)
+    img = np.full((size, size, 3), 255, dtype=np.uint8)
+    for dr in (0, 1):
+        for dc in (0, 1):
+            img[row[order] + dr, col[order] + dc] = rgb[order]
+    return Image.fromarray(img, "RGB")
+
+
+def _part_colors(labels: np.ndarray) -> np.ndarray:
+    base = np.array([colorsys.hsv_to_rgb((k * 0.618) % 1.0, 0.75, 0.9) for k in range(64)])
+    return base[np.asarray(labels) % 64]
+
+
+def make_contact_sheet(root: Path, marker: dict, out_path: Path, cell: int = 96) -> None:
+    """One render and one point cloud per ShapeNetRender class, then one sample per class of the
+    other layouts (ModelNet40 coloured by height, ScanObjectNN object/background, ShapeNetPart parts)."""
+    root = Path(root)
+    rows: list[tuple[str, list[tuple[str, Image.Image]]]] = []
+    ds = marker.get("datasets", {})
+    if "shapenet_render" in ds:
+        renders, clouds = [], []
+        for synset, fam in ds["shapenet_render"]["synsets"].items():
+            plys = sorted((root / "ShapeNet" / synset).glob("*.ply"))
+            if not plys:
+                continue
+            png = root / "ShapeNetRendering" / synset / plys[0].stem / "rendering" / "00.png"
+            bg = Image.new("RGBA", (IMAGE_SIZE, IMAGE_SIZE), (255, 255, 255, 255))
+            bg.alpha_composite(Image.open(png).convert("RGBA"))
+            renders.append((fam, bg.convert("RGB").resize((cell, cell), Image.BILINEAR)))
+            pts = read_ply_points(plys[0])
+            clouds.append((fam, _scatter(pts, np.tile([[0.25, 0.45, 0.8]], (len(pts), 1)), cell)))
+        rows += [("ShapeNetRender: 00.png", renders), ("ShapeNetRender: .ply", clouds)]
+
+    def per_class(path: Path, names: list[str], colour) -> list[tuple[str, Image.Image]]:
+        with h5py.File(path, "r") as f:
+            data, label = f["data"][:], np.asarray(f["label"][:]).reshape(-1)  # (N,) from (N, 1) or (N,)
+            extra = {k: f[k][:] for k in f.keys() if k in ("mask", "pid")}
+        cells = []
+        for c in sorted(set(label.tolist())):
+            i = int(np.flatnonzero(label == c)[0])
+            name = names[c] if c < len(names) else str(c)
+            cells.append((name, _scatter(data[i], colour(data[i], {k: v[i] for k, v in extra.items()}), cell)))
+        return cells
+
+    if "modelnet40" in ds:
+        def by_height(p, _):
+            h = (p[:, 1] - p[:, 1].min()) / max(float(np.ptp(p[:, 1])), 1e-9)
+            return np.stack([0.9 - 0.6 * h, 0.3 + 0.4 * h, 0.3 + 0.6 * h], 1)
+        rows.append(("ModelNet40 (train0)", per_class(root / "modelnet40_ply_hdf5_2048" / "ply_data_train0.h5",
+                                                      ds["modelnet40"]["classes"], by_height)))
+    if "scanobjectnn" in ds:
+        def by_mask(p, e):
+            return np.where((e["mask"] == -1)[:, None], [[0.7, 0.7, 0.7]], [[0.85, 0.3, 0.2]])
+        rows.append(("ScanObjectNN main_split (red: object, grey: background)",
+                     per_class(root / "ScanObjectNN" / "main_split" / "train.h5", list(SCANOBJECTNN_CLASSES), by_mask)))
+    if "shapenet_part" in ds:
+        names = [n for n, _, _ in SHAPENET_PART_CATEGORIES]
+        rows.append(("ShapeNetPart (colour: part id)",
+                     per_class(root / "shapenet_part_seg_hdf5_data" / "ply_data_train0.h5", names,
+                               lambda p, e: _part_colors(e["pid"]))))
+    ncol = max([len(c) for _, c in rows] + [1])
+    title_h, label_h = 14, 12
+    height = sum(title_h + cell + label_h for _ in rows) + 4
+    sheet = Image.new("RGB", (ncol * (cell + 4) + 4, max(height, 20)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    y = 2
+    for title, cells in rows:
+        draw.text((4, y), title, fill=(0, 0, 0))
+        y += title_h
+        for k, (name, im) in enumerate(cells):
+            x = 4 + k * (cell + 4)
+            sheet.paste(im, (x, y))
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], outline=(210, 210, 210))
+            draw.text((x + 2, y + cell), name[:16], fill=(40, 40, 40))
+        y += cell + label_h
+    sheet.save(out_path, format="PNG")
+
+
+# ----------------------------------------------------------------------------------------------
+# Orchestration: temp dir, atomic moves, marker
+# ----------------------------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); delete it or rerun with --force") from exc
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_stale(root: Path) -> None:
+    """Removes temp dirs of killed runs, and folders a killed run was swapping in (listed in the note)."""
+    for d in root.glob(TMP_PREFIX + "*"):
+        pid = d.name[len(TMP_PREFIX):]
+        if not (pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid))):
+            shutil.rmtree(d, ignore_errors=True)
+    note = _read_json(root / SWAP_NOTE)
+    if note is not None:
+        for name in note.get("folders", []):
+            shutil.rmtree(root / name, ignore_errors=True)
+        (root / SWAP_NOTE).unlink()
+
+
+def _parse_only(only: str | Iterable[str] | None) -> list[str]:
+    if only is None:
+        return list(DATASETS)
+    names = [s.strip() for s in (only.split(",") if isinstance(only, str) else only) if s.strip()]
+    bad = [n for n in names if n not in DATASETS]
+    if bad or not names:
+        raise ValueError(f"--only: unknown dataset(s) {bad or names}; choose from {', '.join(DATASETS)}")
+    return [n for n in DATASETS if n in names]
+
+
+def generate(root: str | os.PathLike, preset: str = "tiny", seed: int = 0, progress: bool = True,
+             only: str | Iterable[str] | None = None, workers: int = 1, force: bool = False) -> dict:
+    """Writes the synthetic datasets under ``root`` and returns a summary.
+
+    Args:
+        root: output folder (created if missing); dataset folders go directly under it.
+        preset: "tiny" (unit tests, seconds), "small" (quickstart, about a minute on 2 cores) or
+            "full" (thousands of objects; use workers).
+        seed: base seed; the same seed gives byte-identical files.
+        progress: show progress bars (tqdm, on stderr).
+        only: subset of "shapenet_render", "modelnet40", "scanobjectnn", "shapenet_part".
+        workers: processes (results do not depend on it).
+        force: replace existing synthetic data of another preset/seed, or folders not marked as ours.
+
+    Returns: {"root", "preset", "seed", "version", "reused": bool, "datasets": {name: {"counts", ...}},
+        "seconds": {name: s, "total": s}, "contact_sheet": path}.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    names = _parse_only(only)
+    cfg = PRESETS[preset]
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    _clean_stale(root)
+    t_start = time.perf_counter()
+    marker = _read_json(root / MARKER)
+    same = marker is not None and marker.get("preset") == preset and marker.get("seed") == int(seed) \
+        and marker.get("version") == VERSION
+    if marker is not None and not same and not force:
+        raise FileExistsError(
+            f"{root / MARKER} describes other synthetic data (preset={marker.get('preset')!r}, "
+            f"seed={marker.get('seed')!r}, version={marker.get('version')!r}); pass force=True / --force "
+            f"to replace it, or choose another --root")
+    done = dict(marker.get("datasets", {})) if same else {}
+    done = {n: v for n, v in done.items() if all((root / f).is_dir() for f in FOLDERS[n])}
+    todo = list(names) if force else [n for n in names if n not in done]
+    done = {n: v for n, v in done.items() if n not in todo}  # kept as they are
+    if not todo:
+        if progress:
+            print(f"[synthetic] reusing {root} (preset={preset}, seed={seed})", file=sys.stderr)
+        return {"root": str(root), "preset": preset, "seed": int(seed), "version": VERSION, "reused": True,
+                "datasets": {n: done[n] for n in names}, "seconds": {"total": time.perf_counter() - t_start},
+                "contact_sheet": str(root / "contact_sheet.png")}
+    ours = set()
+    if marker is not None:
+        ours = {f for v in marker.get("datasets", {}).values() for f in v.get("folders", [])}
+    if not force:
+        foreign = [f for n in todo for f in FOLDERS[n] if (root / f).exists() and f not in ours]
+        if foreign:
+            raise FileExistsError(
+                f"{root} already has {', '.join(foreign)} that no {MARKER} marks as synthetic (real data, or "
+                f"a run killed while moving folders into place); pass force=True / --force to replace it, "
+                f"or choose another --root")
+    tmp = root / f"{TMP_PREFIX}{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    seconds: dict[str, float] = {}
+    info: dict[str, dict] = {}
+    runner = _Runner(workers, progress)
+    try:
+        for name in todo:
+            t0 = time.perf_counter()
+            info[name] = _GENERATORS[name](tmp, cfg, int(seed), runner)
+            info[name]["folders"] = list(FOLDERS[name])
+            seconds[name] = time.perf_counter() - t0
+        if force and marker is not None and not same:
+            done = {}
+            stale = sorted(ours)
+        else:
+            stale = []
+        moving = [f for n in todo for f in FOLDERS[n]]
+        _atomic_write_text(root / SWAP_NOTE, json.dumps({"folders": sorted(set(moving + stale))}))
+        (root / MARKER).unlink(missing_ok=True)
+        for f in stale:
+            shutil.rmtree(root / f, ignore_errors=True)
+        for f in moving:
+            if (root / f).exists():
+                os.replace(root / f, tmp / f"old-{f}")
+            os.replace(tmp / f, root / f)
+        new_marker = {"generator": "datasets.synthetic", "version": VERSION, "preset": preset, "seed": int(seed),
+                      "datasets": {**done, **info}}
+        t0 = time.perf_counter()
+        make_contact_sheet(root, new_marker, tmp / "contact_sheet.png")
+        os.replace(tmp / "contact_sheet.png", root / "contact_sheet.png")
+        seconds["contact_sheet"] = time.perf_counter() - t0
+        _atomic_write_text(root / MARKER, json.dumps(new_marker, indent=1, sort_keys=True) + "\n")
+        (root / SWAP_NOTE).unlink()
+    finally:
+        runner.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    seconds["total"] = time.perf_counter() - t_start
+    return {"root": str(root), "preset": preset, "seed": int(seed), "version": VERSION, "reused": False,
+            "datasets": {n: new_marker["datasets"][n] for n in names}, "seconds": seconds,
+            "contact_sheet": str(root / "contact_sheet.png")}
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description="Write synthetic ShapeNetRender / ModelNet40 / ScanObjectNN / "
+                                                 "ShapeNetPart data in the published file formats.")
+    parser.add_argument("--root", default="data/synthetic", help="output folder (default: data/synthetic)")
+    parser.add_argument("--preset", default="small", choices=sorted(PRESETS),
+                        help="tiny: unit tests; small: quickstart (default); full: GPU-scale experiments")
+    parser.add_argument("--seed", type=int, default=0, help="base seed (default: 0)")
+    parser.add_argument("--only", default=None, help=f"comma-separated subset of: {','.join(DATASETS)}")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="worker processes; the output does not depend on it (default: min(4, CPUs))")
+    parser.add_argument("--force", action="store_true", help="replace existing data in --root")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    summary = generate(args.root, preset=args.preset, seed=args.seed, progress=not args.quiet, only=args.only,
+                       workers=args.workers, force=args.force)
+    for name, d in summary["datasets"].items():
+        print(f"{name}: {json.dumps(d['counts'])} classes={len(d['classes'])}")
+    print("seconds: " + ", ".join(f"{k}={v:.1f}" for k, v in summary["seconds"].items()))
+    print(f"contact sheet: {summary['contact_sheet']}" + (" (reused)" if summary["reused"] else ""))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
