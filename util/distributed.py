@@ -1,0 +1,262 @@
+"""torchrun / DistributedDataParallel helpers.
+
+Distributed mode is switched on by torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), not by a
+flag. Every function here is a no-op (or the identity) in a plain single-process run, so callers
+never branch on whether they run distributed.
+
+Typical use in an entry script::
+
+    env = distributed_env()                       # read torchrun's variables, no side effects
+    device = resolve_device(args.device, local_rank=env.local_rank)
+    info = init_distributed(backend=backend_for(device))
+    ...
+    model = wrap_ddp(model, device)               # DDP only when info.is_distributed
+    z_all = all_gather_with_grad(z)               # (world_size * B, D), gradient-correct
+    ...
+    cleanup()
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job.
+
+    Attributes:
+        rank: global rank (0 in a single-process run).
+        world_size: number of processes (1 in a single-process run).
+        local_rank: rank on this machine; selects the GPU.
+        is_distributed: True when a process group with more than one process is initialised.
+        is_main: True on rank 0, the only rank that logs and writes files.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    is_distributed: bool = False
+    is_main: bool = True
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as err:
+        raise ValueError(
+            f"Environment variable {name}={value!r} is not an integer; it is set by torchrun. "
+            "Unset it for a single-process run or launch with `torchrun --nproc_per_node N`."
+        ) from err
+
+
+def distributed_env() -> DistInfo:
+    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK without initialising anything.
+
+    Returns:
+        DistInfo; ``is_distributed`` is True when WORLD_SIZE > 1.
+    """
+    world_size = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(
+            f"Inconsistent torchrun environment: RANK={rank}, WORLD_SIZE={world_size}. "
+            "Launch with `torchrun --nproc_per_node N script.py ...`."
+        )
+    return DistInfo(
+        rank=rank,
+        world_size=world_size,
+        local_rank=local_rank,
+        is_distributed=world_size > 1,
+        is_main=rank == 0,
+    )
+
+
+def backend_for(device: torch.device | str) -> str:
+    """The collective backend for a device: ``nccl`` for CUDA, ``gloo`` otherwise."""
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
+def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> DistInfo:
+    """Initialise the default process group when launched by torchrun with WORLD_SIZE > 1.
+
+    Args:
+        backend: ``"nccl"`` or ``"gloo"``; None picks nccl when CUDA is available, else gloo.
+            Pass ``backend_for(device)`` so a CPU run on a GPU machine uses gloo.
+        timeout_s: collective timeout in seconds.
+
+    Returns:
+        DistInfo for this process. In a single-process run nothing is initialised.
+    """
+    info = distributed_env()
+    if not info.is_distributed:
+        return info
+    if not dist.is_available():
+        raise RuntimeError("torch.distributed is not available in this PyTorch build; run on 1 process.")
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(info.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return info
+
+
+def is_dist() -> bool:
+    """True when a default process group is initialised."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    """Global rank, 0 when not distributed."""
+    return dist.get_rank() if is_dist() else 0
+
+
+def get_world_size() -> int:
+    """World size, 1 when not distributed."""
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (and in a single-process run)."""
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    """Synchronise all ranks; no-op when not distributed."""
+    if is_dist():
+        dist.barrier()
+
+
+def cleanup() -> None:
+    """Destroy the default process group if one is initialised."""
+    if is_dist():
+        dist.destroy_process_group()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """Strip DistributedDataParallel / DataParallel (``.module``) and torch.compile (``._orig_mod``)
+    wrappers, so ``unwrap(model).state_dict()`` has the plain key names."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def wrap_ddp(model: nn.Module, device: torch.device, find_unused_parameters: bool = False) -> nn.Module:
+    """Wrap ``model`` in DistributedDataParallel when distributed, else return it unchanged.
+
+    Args:
+        model: module already on ``device``.
+        device: its device; CUDA devices are passed as ``device_ids``.
+        find_unused_parameters: forwarded to DDP (needed only if some parameters get no gradient).
+    """
+    if not is_dist():
+        return model
+    device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=device_ids, find_unused_parameters=find_unused_parameters
+    )
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward returns this rank's slice of the summed upstream gradient.
+
+    Every rank computes its own copy of a loss on the gathered tensor. The gradient of the sum of
+    those copies with respect to this rank's input is the all-reduced (summed) upstream gradient,
+    sliced at this rank's rows. With DDP's gradient averaging over ranks, the parameter gradient then
+    equals the single-process gradient of the loss on the full (global) batch when every rank computes
+    the same loss.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        world_size = dist.get_world_size()
+        ctx.rank = dist.get_rank()
+        ctx.batch = tensor.shape[0]
+        gathered = [torch.empty_like(tensor) for _ in range(world_size)]
+        dist.all_gather(gathered, tensor.contiguous())
+        return torch.cat(gathered, dim=0)  # (world_size * B, ...)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> torch.Tensor:
+        grad = grad_output.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = ctx.rank * ctx.batch
+        return grad[start : start + ctx.batch]
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` (B, ...) from all ranks along dim 0 -> (world_size * B, ...), rank order.
+
+    Gradient-correct: the backward pass all-reduces the upstream gradient and returns this rank's
+    rows, so gradients flow to every rank's local input (see ``_AllGatherWithGrad``). All ranks must
+    pass the same shape (use ``drop_last=True``). Identity when not distributed.
+    """
+    if not is_dist() or get_world_size() == 1:
+        return tensor
+    sizes = all_gather_object(tuple(tensor.shape))
+    if any(s != sizes[0] for s in sizes):
+        raise ValueError(
+            f"all_gather_with_grad needs equal shapes on every rank, got {sizes}. "
+            "Use drop_last=True in the DataLoader so every rank sees full batches."
+        )
+    return _AllGatherWithGrad.apply(tensor)
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Gather a picklable object from every rank -> list indexed by rank (``[obj]`` when not distributed)."""
+    if not is_dist():
+        return [obj]
+    out: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Return rank ``src``'s ``obj`` on every rank (``obj`` itself when not distributed)."""
+    if not is_dist():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_reduce_mean(values: dict[str, float], device: torch.device | str = "cpu") -> dict[str, float]:
+    """Average a dict of floats over ranks (identity when not distributed).
+
+    Args:
+        values: name -> float; every rank must pass the same keys.
+        device: where the temporary tensor lives (must suit the backend: CUDA for nccl).
+    """
+    if not is_dist() or not values:
+        return dict(values)
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)  # (K,)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    t /= get_world_size()
+    return {k: float(v) for k, v in zip(keys, t.tolist())}
+
+
+def all_reduce_min_flag(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """Logical AND of a boolean over ranks (so every rank takes the same branch)."""
+    if not is_dist():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item() > 0.5)

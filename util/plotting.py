@@ -1,0 +1,136 @@
+"""Figures of frozen features: t-SNE of the embedding and the linear-SVM confusion matrix.
+
+matplotlib is optional: it is imported inside each function (Agg backend, no display needed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["tsne_embedding", "plot_tsne", "plot_confusion", "confusion_matrix"]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def tsne_embedding(feats: np.ndarray, seed: int = 0, perplexity: float = 30.0, pca_dims: int = 50) -> np.ndarray:
+    """2-D t-SNE of features.
+
+    Features wider than ``pca_dims`` are first reduced with PCA (the usual t-SNE preprocessing; it makes
+    2048-d DGCNN features tractable on a CPU). The perplexity is lowered to (N - 1) / 3 for small N
+    (scikit-learn requires perplexity < N).
+
+    Args:
+        feats: (N, D) features.
+    Returns:
+        (N, 2) float32 embedding.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    feats = np.asarray(feats, dtype=np.float32)
+    n = len(feats)
+    if n < 3:
+        raise ValueError(f"t-SNE needs at least 3 samples, got {n}")
+    if feats.shape[1] > pca_dims and n > pca_dims:
+        feats = PCA(n_components=pca_dims, random_state=seed).fit_transform(feats)  # (N, D) -> (N, pca_dims)
+    perp = float(min(perplexity, max(1.0, (n - 1) / 3.0)))
+    tsne = TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed)
+    return tsne.fit_transform(feats).astype(np.float32)
+
+
+def plot_tsne(
+    feats: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str] | None,
+    path: str | Path | None,
+    title: str = "t-SNE of point-cloud features",
+    seed: int = 0,
+) -> Any:
+    """Scatter the 2-D t-SNE of ``feats`` (N, D) coloured by ``labels`` (N,); save a PNG to ``path``.
+
+    Returns the matplotlib Figure (closed after saving when ``path`` is given, so it is not shown twice).
+    """
+    plt = _pyplot()
+    labels = np.asarray(labels).reshape(-1)  # (N,)
+    emb = tsne_embedding(feats, seed=seed)
+    classes = np.unique(labels)
+    if len(classes) <= 10:
+        colors = [plt.get_cmap("tab10")(i) for i in range(10)]
+    else:  # 60 distinct colours (enough for ModelNet40), then markers change
+        colors = [plt.get_cmap(m)(i) for m in ("tab20", "tab20b", "tab20c") for i in range(20)]
+    markers = "o^sDv*"
+    fig, ax = plt.subplots(figsize=(8 if len(classes) > 20 else 7, 6))
+    for i, c in enumerate(classes):
+        m = labels == c
+        name = class_names[c] if class_names is not None and 0 <= c < len(class_names) else str(c)
+        marker = markers[(i // len(colors)) % len(markers)]
+        ax.scatter(emb[m, 0], emb[m, 1], s=8, color=colors[i % len(colors)], marker=marker, label=name)
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if len(classes) <= 40:
+        ax.legend(fontsize=6, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+                  ncol=1 if len(classes) <= 20 else 2)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    return fig
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts (num_classes, num_classes): rows are true classes, columns predicted classes."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)), 1)
+    return cm
+
+
+def plot_confusion(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    class_names: Sequence[str] | None,
+    path: str | Path | None,
+    title: str = "Linear SVM confusion matrix (row-normalized)",
+) -> Any:
+    """Row-normalized confusion matrix of ``y_true`` (N,) vs ``y_pred`` (N,); save a PNG to ``path``.
+
+    Returns the matplotlib Figure (closed after saving when ``path`` is given).
+    """
+    plt = _pyplot()
+    y_true = np.asarray(y_true).reshape(-1)  # (N,)
+    y_pred = np.asarray(y_pred).reshape(-1)  # (N,)
+    n = int(max(y_true.max(), y_pred.max()) + 1)
+    if class_names is not None:
+        n = max(n, len(class_names))
+    cm = confusion_matrix(y_true, y_pred, n).astype(np.float64)
+    cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1.0)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(n)]
+    size = min(4 + 0.25 * n, 14)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(cm, vmin=0.0, vmax=1.0, cmap="Blues")
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xticklabels(names, rotation=90, fontsize=7)
+    ax.set_yticklabels(names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    return fig
