@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from datasets.io import DatasetError
 from util.checkpoint import atomic_write_text, load_pretrained, load_state_dict_file, read_weights_meta
-from util.evaluation import FewShotDataError, extract_features, linear_svm
+from util.evaluation import SVM_SOLVERS, FewShotDataError, extract_features, linear_svm
 
 DATASETS = ("modelnet40", "scanobjectnn")
 SCANOBJECTNN_VARIANTS = ("obj_bg", "obj_only", "pb_t50_rs")
@@ -310,16 +310,19 @@ def load_features(
 
 
 def evaluate_svm(
-    feats: dict[str, Any], C_values: Sequence[float], verbose: bool = True
+    feats: dict[str, Any], C_values: Sequence[float], verbose: bool = True, solver: str = "svc"
 ) -> dict[str, Any]:
     """Fit a linear SVM for each C on the train features and score the test features.
+
+    ``solver``: "svc" (the paper's SVC(kernel="linear")) or "svc_precomputed" (the same problem from the linear
+    Gram matrix, faster; see util.evaluation.linear_svm).
 
     Returns dict: ``results`` (one per C: C, accuracy, mean_class_accuracy, per_class_accuracy, fit_seconds,
     predictions), and ``best`` (the entry with the highest accuracy; with one C, that C).
     """
     results = []
     for c in C_values:
-        r = linear_svm(feats["train_f"], feats["train_y"], feats["test_f"], feats["test_y"], C=c)
+        r = linear_svm(feats["train_f"], feats["train_y"], feats["test_f"], feats["test_y"], C=c, solver=solver)
         if verbose:
             print(
                 f"  C = {c:g}: accuracy {100 * r['accuracy']:.2f} %, mean class accuracy "
@@ -395,6 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--C_grid", type=float, nargs="+", default=None,
                    help="evaluate several C values (features extracted once); the best is reported, note that it is "
                         "selected on the test set like the original notebook's hand tuning")
+    p.add_argument("--svm_solver", choices=SVM_SOLVERS, default="svc",
+                   help="svc: SVC(kernel='linear') (original); svc_precomputed: the same SVM problem solved from the "
+                        "precomputed linear Gram matrix, same predictions up to float rounding, about 3x faster on "
+                        "ModelNet40 (needs N_train^2 float64: 0.8 GB)")
     return p
 
 
@@ -433,6 +440,7 @@ def evaluate_dataset(
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
     progress: bool = True,
+    solver: str = "svc",
 ) -> dict[str, Any]:
     """Features (cached) + linear SVM for each C on one dataset; prints a summary.
 
@@ -454,7 +462,7 @@ def evaluate_dataset(
         flush=True,
     )
     print(f"Linear SVM on {tag}, {kind} data:", flush=True)
-    ev = evaluate_svm(feats, C_values)
+    ev = evaluate_svm(feats, C_values, solver=solver)
     best = ev["best"]
     label = "best over the C grid, selected on the test set" if len(C_values) > 1 else f"C = {best['C']:g}"
     print(
@@ -485,7 +493,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ev = evaluate_dataset(
         model, info, args.dataset, args.data_root, C_values, variant=args.variant, num_points=args.num_points,
         device=device, batch_size=args.batch_size, num_workers=args.num_workers, cache_dir=args.cache_dir,
-        use_cache=not args.no_cache, progress=not args.no_progress,
+        use_cache=not args.no_cache, progress=not args.no_progress, solver=args.svm_solver,
     )
     feats, best = ev["features"], ev["best"]
     names = feats["class_names"]
@@ -502,7 +510,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "model_args": info["model_args"],
         "model_args_sources": info["sources"],
         "num_points": args.num_points,
-        "classifier": "sklearn.svm.SVC(kernel='linear') on raw (unnormalized) features",
+        "classifier": (
+            "sklearn.svm.SVC(kernel='linear') on raw (unnormalized) features" if args.svm_solver == "svc" else
+            "sklearn.svm.SVC(kernel='precomputed') on the linear Gram matrix of the raw (unnormalized) features"
+        ),
+        "svm_solver": args.svm_solver,
         "C": best["C"],
         "C_selected_on_test": len(C_values) > 1,
         "accuracy": best["accuracy"],

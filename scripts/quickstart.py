@@ -40,11 +40,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "partseg": {"num_points": 256, "k": 8, "emb_dims": 64, "batch_size": 8, "epochs": 2, "lr": 0.1},
     },
     "small": {
-        "pretrain": {"num_points": 512, "k": 15, "emb_dims": 512, "img_model": "resnet18", "image_size": 64,
-                     "batch_size": 20, "epochs": 12, "lr": 1e-3, "probe_every": 4, "probe_points": 512},
+        "pretrain": {"num_points": 512, "k": 15, "emb_dims": 256, "img_model": "resnet18", "image_size": 64,
+                     "batch_size": 20, "epochs": 15, "lr": 1e-3, "probe_every": 5, "probe_points": 512},
         "eval_points": 512,
         "fewshot": {"k_way": 5, "m_shot": 10, "n_query": 15, "n_runs": 10},
-        "partseg": {"num_points": 512, "k": 20, "emb_dims": 512, "batch_size": 16, "epochs": 4, "lr": 0.1},
+        "partseg": {"num_points": 512, "k": 20, "emb_dims": 256, "batch_size": 16, "epochs": 4, "lr": 0.1},
     },
     "paper": {
         "pretrain": {"num_points": 2048, "k": 15, "emb_dims": 1024, "img_model": "resnet50", "image_size": 224,
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="seed for data generation, training and evaluation")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's pretraining epochs")
     p.add_argument("--partseg_epochs", type=int, default=None, help="override the preset's part-seg epochs")
-    p.add_argument("--num_workers", type=int, default=2, help="DataLoader workers for pretraining")
+    p.add_argument("--num_workers", type=int, default=1, help="DataLoader workers for pretraining")
     p.add_argument("--runs_dir", default="runs/quickstart", help="where training runs and checkpoints go")
     p.add_argument("--results_dir", default="results", help="where quickstart.json/.md and the pictures go")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast on GPU")
