@@ -44,7 +44,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
                      "batch_size": 20, "epochs": 15, "lr": 1e-3, "probe_every": 5, "probe_points": 512},
         "eval_points": 512,
         "fewshot": {"k_way": 5, "m_shot": 10, "n_query": 15, "n_runs": 10},
-        "partseg": {"num_points": 512, "k": 20, "emb_dims": 256, "batch_size": 16, "epochs": 4, "lr": 0.1},
+        "partseg": {"num_points": 512, "k": 10, "emb_dims": 256, "batch_size": 16, "epochs": 3, "lr": 0.1},
     },
     "paper": {
         "pretrain": {"num_points": 2048, "k": 15, "emb_dims": 1024, "img_model": "resnet50", "image_size": 224,
