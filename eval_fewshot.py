@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from eval_svm import USER_ERRORS, add_model_args, data_kind, default_output, load_features, setup_model, write_tsne
+from datasets.synthetic import data_kind
+from eval_svm import USER_ERRORS, add_model_args, default_output, load_features, setup_model, write_tsne
 from util.checkpoint import atomic_write_text
 from util.evaluation import few_shot
 

@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from datasets.io import DatasetError
+from datasets.synthetic import data_kind
 from util.checkpoint import atomic_write_text, load_pretrained, load_state_dict_file, read_weights_meta
 from util.evaluation import SVM_SOLVERS, FewShotDataError, extract_features, linear_svm
 
@@ -38,7 +39,6 @@ PUBLISHED_K = 15  # scripts/script.sh of the original trains with --k 15; eval_s
 PUBLISHED_EMB_DIMS = 1024
 RANDOM_INIT = "random"
 CACHE_VERSION = 1
-SYNTHETIC_MARKER = "SYNTHETIC.json"
 
 
 class CheckpointError(ValueError):
@@ -192,11 +192,6 @@ def load_split(dataset: str, data_root: str | os.PathLike, split: str, num_point
 
         return ScanObjectNN(data_root, split=split, variant=variant, num_points=num_points)
     raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
-
-
-def data_kind(data_root: str | os.PathLike) -> str:
-    """Return "synthetic" when the data root holds the synthetic generator's marker file, else "real"."""
-    return "synthetic" if (Path(data_root) / SYNTHETIC_MARKER).is_file() else "real"
 
 
 def _data_fingerprint(dataset: str, data_root: Path, variant: str | None) -> list[tuple[str, int, int]]:

@@ -54,9 +54,11 @@ from util.training import (
     make_generator,
     make_grad_scaler,
     resolve_device,
+    resolve_resume_path,
     save_training_state,
     seed_everything,
     set_rng_state,
+    stratified_split,
     train_one_epoch,
 )
 
@@ -247,34 +249,6 @@ class CrossPointStep:
 # ----------------------------------------------------------------------------------------------
 
 
-def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices per class into (train, val); each class with >= 2 items puts at least one in each.
-
-    Args:
-        labels: (M,) integer labels.
-        val_fraction: fraction of every class held out.
-        seed: seed of the split (independent of the training RNG).
-
-    Returns:
-        (train_idx, val_idx), sorted int64 arrays.
-    """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"--probe_val_fraction must be in (0, 1), got {val_fraction}.")
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        rng.shuffle(idx)
-        n_val = int(round(val_fraction * len(idx)))
-        if len(idx) >= 2:
-            n_val = min(max(n_val, 1), len(idx) - 1)
-        else:
-            n_val = 0
-        val.append(idx[:n_val])
-        train.append(idx[n_val:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
-
-
 class SVMProbe:
     """Linear-SVM probe on frozen point features, used to pick the best epoch.
 
@@ -351,18 +325,6 @@ def build_probe(args: argparse.Namespace) -> SVMProbe | None:
 # ----------------------------------------------------------------------------------------------
 # Checkpoints
 # ----------------------------------------------------------------------------------------------
-
-
-def resolve_resume_path(path: str) -> Path:
-    """A run directory, its checkpoints/ folder or the state file itself -> the state file."""
-    p = Path(path)
-    for candidate in (p, p / STATE_FILE, p / "checkpoints" / STATE_FILE):
-        if candidate.is_file():
-            return candidate
-    raise SystemExit(
-        f"train_crossmodal.py: --resume {path}: no {STATE_FILE} found (looked at {p}, {p / STATE_FILE}, "
-        f"{p / 'checkpoints' / STATE_FILE}). Pass the run directory of a previous pretraining run."
-    )
 
 
 def weights_meta(args: argparse.Namespace, kind: str, epoch: int, config: dict, extra: dict) -> dict:
@@ -493,7 +455,7 @@ def _train(args: argparse.Namespace, info: du.DistInfo, device: torch.device) ->
 def _setup(args: argparse.Namespace, info: du.DistInfo, device: torch.device) -> PretrainRun:
     """Data, models, optimiser, schedule, probe and logger; restores a training state with --resume."""
     _check_args(args, info)
-    resume_path = resolve_resume_path(args.resume) if args.resume else None
+    resume_path = resolve_resume_path(args.resume, STATE_FILE, "train_crossmodal.py") if args.resume else None
     if args.exp_name is None:
         run_dir = resume_path.parent.parent if resume_path is not None else Path(args.output_dir) / "exp"
     else:

@@ -53,8 +53,8 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from datasets.shapenet_part import CATEGORIES, NUM_CATEGORIES, NUM_PARTS, PARTS_PER_CATEGORY, ShapeNetPart
+from datasets.synthetic import data_kind
 from models.dgcnn import DGCNNPartSeg
-from train_crossmodal import stratified_split
 from util import distributed as du
 from util.checkpoint import atomic_write_text, load_pretrained, load_state_dict_file, read_weights_meta, save_weights
 from util.logger import Logger
@@ -68,9 +68,11 @@ from util.training import (
     make_generator,
     make_grad_scaler,
     resolve_device,
+    resolve_resume_path,
     save_training_state,
     seed_everything,
     set_rng_state,
+    stratified_split,
     train_one_epoch,
 )
 
@@ -78,7 +80,6 @@ STATE_FILE = "training_state_last.pt"
 HEAD_PREFIXES = ("conv7.", "conv8.", "conv9.", "conv10.", "conv11.")
 DEFAULT_K = 40
 DEFAULT_EMB_DIMS = 1024
-SYNTHETIC_MARKER = "SYNTHETIC.json"
 PLOT_FILE = "partseg_test_examples.png"
 METRIC_NOTE = ("restricted: argmax over the parts of each shape's category (headline numbers); "
                "unrestricted: argmax over all head outputs, as the original evaluation; class_miou is the mean "
@@ -500,11 +501,6 @@ def eval_loader(dataset: Dataset, batch_size: int, device: torch.device, num_wor
                       **loader_kwargs(device, num_workers, None))
 
 
-def data_kind(data_root: str) -> str:
-    """"synthetic" when the data root holds the synthetic generator's marker file, else "real"."""
-    return "synthetic" if (Path(data_root) / SYNTHETIC_MARKER).is_file() else "real"
-
-
 def plot_examples(dataset: Dataset, out: dict[str, Any], path: Path, num_shapes: int, title: str) -> str:
     """Ground truth vs (restricted) prediction for the first shape of up to ``num_shapes`` categories."""
     from util.partseg_plot import plot_part_segmentation
@@ -524,18 +520,6 @@ def plot_examples(dataset: Dataset, out: dict[str, Any], path: Path, num_shapes:
 # ----------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------
-
-
-def resolve_resume_path(path: str) -> Path:
-    """A run directory, its checkpoints/ folder or the state file itself -> the state file."""
-    p = Path(path)
-    for candidate in (p, p / STATE_FILE, p / "checkpoints" / STATE_FILE):
-        if candidate.is_file():
-            return candidate
-    raise SystemExit(
-        f"train_partseg.py: --resume {path}: no {STATE_FILE} found (looked at {p}, {p / STATE_FILE}, "
-        f"{p / 'checkpoints' / STATE_FILE}). Pass the run directory of a previous fine-tuning run."
-    )
 
 
 def _check_args(args: argparse.Namespace, info: du.DistInfo) -> None:
@@ -616,7 +600,7 @@ def _config(args: argparse.Namespace, device: torch.device, info: du.DistInfo, e
 
 
 def _train(args: argparse.Namespace, info: du.DistInfo, device: torch.device) -> dict[str, Any]:
-    resume_path = resolve_resume_path(args.resume) if args.resume else None
+    resume_path = resolve_resume_path(args.resume, STATE_FILE, "train_partseg.py") if args.resume else None
     if args.exp_name is None:
         run_dir = resume_path.parent.parent if resume_path is not None else Path(args.output_dir) / "dgcnn_partseg"
     else:

@@ -70,6 +70,11 @@ from datasets import synthetic_shapes as ss
 
 VERSION = 1
 MARKER = "SYNTHETIC.json"
+
+
+def data_kind(root: str | os.PathLike) -> str:
+    """"synthetic" when ``root`` holds this generator's marker file, else "real" (labels reported numbers)."""
+    return "synthetic" if (Path(root) / MARKER).is_file() else "real"
 SWAP_NOTE = ".synthetic-swap.json"
 TMP_PREFIX = ".synthetic-tmp-"
 NUM_POINTS = 2048

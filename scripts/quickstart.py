@@ -26,7 +26,7 @@ import eval_fewshot  # noqa: E402
 import eval_svm  # noqa: E402
 import train_crossmodal  # noqa: E402
 import train_partseg  # noqa: E402
-from datasets.synthetic import generate  # noqa: E402
+from datasets.synthetic import data_kind, generate  # noqa: E402
 from util.checkpoint import atomic_write_text  # noqa: E402
 
 # Settings per scale. "paper" is what the published runs used (and what --data_root with the
@@ -115,7 +115,7 @@ def prepare_data(args: argparse.Namespace) -> tuple[Path, str]:
     """Returns (data root, "synthetic" | "real")."""
     if args.data_root is not None:
         root = Path(args.data_root)
-        return root, eval_svm.data_kind(root)
+        return root, data_kind(root)
     root = REPO_ROOT / "data" / f"synthetic_{args.preset}"
     generate(root, preset=args.preset, seed=args.seed, progress=not args.no_progress)
     return root, "synthetic"

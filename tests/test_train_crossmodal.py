@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import train_crossmodal
+from util.training import stratified_split
 from models import build_image_encoder, build_point_encoder
 from util.checkpoint import load_pretrained, read_weights_meta
 
@@ -47,10 +48,10 @@ def test_defaults_are_the_published_settings():
 
 def test_stratified_split():
     labels = np.repeat(np.arange(4), [10, 5, 2, 1])
-    train, val = train_crossmodal.stratified_split(labels, 0.2, seed=0)
+    train, val = stratified_split(labels, 0.2, seed=0)
     assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == len(labels)
     assert [int((labels[val] == c).sum()) for c in range(4)] == [2, 1, 1, 0]
-    again = train_crossmodal.stratified_split(labels, 0.2, seed=0)
+    again = stratified_split(labels, 0.2, seed=0)
     assert np.array_equal(val, again[1])
 
 

@@ -19,6 +19,7 @@ import random
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -498,3 +499,47 @@ __all__ = [
     "set_rng_state",
     "train_one_epoch",
 ]
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices per class into (train, val); each class with >= 2 items puts at least one in each.
+
+    Args:
+        labels: (M,) integer labels.
+        val_fraction: fraction of every class held out.
+        seed: seed of the split (independent of the training RNG).
+
+    Returns:
+        (train_idx, val_idx), sorted int64 arrays.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"the validation fraction must be in (0, 1), got {val_fraction}.")
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        n_val = int(round(val_fraction * len(idx)))
+        if len(idx) >= 2:
+            n_val = min(max(n_val, 1), len(idx) - 1)
+        else:
+            n_val = 0
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def resolve_resume_path(path: str | os.PathLike, state_file: str, script: str) -> Path:
+    """A run directory, its checkpoints/ folder or the state file itself -> the training-state file.
+
+    Raises SystemExit with a message naming every place looked at when none holds ``state_file``.
+    """
+    p = Path(path)
+    candidates = (p, p / state_file, p / "checkpoints" / state_file)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise SystemExit(
+        f"{script}: --resume {path}: no {state_file} found (looked at {', '.join(map(str, candidates))}). "
+        "Pass the run directory of a previous run of the same script."
+    )
