@@ -1,6 +1,6 @@
 """The main job, end to end: data -> CrossPoint pretraining -> linear SVM, few-shot, part segmentation.
 
-    python scripts/quickstart.py --preset small            # synthetic data, CPU, about 15 minutes
+    python scripts/quickstart.py --preset small            # synthetic data, CPU, about 10 minutes
     python scripts/quickstart.py --preset full --device cuda   # GPU-scale synthetic run
     python scripts/quickstart.py --data_root data --device cuda  # the real archives, published settings
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: set up .venv (if needed), generate the synthetic data (or reuse it),
 # pretrain CrossPoint on CPU, evaluate (linear SVM, few-shot, part segmentation) and print the table.
-#   bash scripts/quickstart.sh                                   # --preset small on CPU, ~15 min on 2 cores
+#   bash scripts/quickstart.sh                                   # --preset small on CPU, ~10 min on 2 cores
 #   bash scripts/quickstart.sh --preset full --device cuda       # GPU-scale synthetic run
 #   bash scripts/quickstart.sh --data_root data --device cuda    # the real archives, published settings
 # Results: results/quickstart.{json,md} and results/quickstart_tsne_*.png
