@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from datasets.synthetic import data_kind
-from eval_svm import USER_ERRORS, add_model_args, default_output, load_features, setup_model, write_tsne
+from eval_svm import (
+    USER_ERRORS,
+    add_model_args,
+    default_output,
+    load_features,
+    result_header,
+    setup_model,
+    write_tsne,
+)
 from util.checkpoint import atomic_write_text
 from util.evaluation import few_shot
 
@@ -77,19 +85,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     stem = f"fewshot_{args.k_way}way_{args.m_shot}shot_q{args.query_split}"
     out_path = Path(args.output) if args.output else default_output(info, args.dataset, variant, stem)
     result = {
-        "task": "few_shot",
-        "data": kind,
+        **result_header("few_shot", kind, args, info, variant),
         "protocol": protocol,
         "query_split": args.query_split,
-        "dataset": args.dataset,
-        "variant": variant,
-        "data_root": str(Path(args.data_root).resolve()),
-        "checkpoint": info["checkpoint"],
-        "checkpoint_sha1": info["checkpoint_sha1"],
-        "model": info["model"],
-        "model_args": info["model_args"],
-        "model_args_sources": info["sources"],
-        "num_points": args.num_points,
         "k_way": args.k_way,
         "m_shot": args.m_shot,
         "n_query": args.n_query,

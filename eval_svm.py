@@ -344,6 +344,23 @@ def _jsonable_result(r: dict[str, Any], class_names: Sequence[str] | None) -> di
     }
 
 
+def result_header(task: str, kind: str, args: argparse.Namespace, info: dict[str, Any], variant: str | None) -> dict:
+    """The fields every evaluation JSON starts with: the task, the data (synthetic or real) and the model."""
+    return {
+        "task": task,
+        "data": kind,
+        "dataset": args.dataset,
+        "variant": variant,
+        "data_root": str(Path(args.data_root).resolve()),
+        "checkpoint": info["checkpoint"],
+        "checkpoint_sha1": info["checkpoint_sha1"],
+        "model": info["model"],
+        "model_args": info["model_args"],
+        "model_args_sources": info["sources"],
+        "num_points": args.num_points,
+    }
+
+
 def default_output(info: dict[str, Any], dataset: str, variant: str | None, prefix: str) -> Path:
     tag = dataset if variant is None else f"{dataset}_{variant}"
     if info["checkpoint"] == RANDOM_INIT:
@@ -494,17 +511,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     names = feats["class_names"]
     out_path = Path(args.output) if args.output else default_output(info, args.dataset, variant, "svm")
     result = {
-        "task": "linear_svm",
-        "data": ev["data"],
-        "dataset": args.dataset,
-        "variant": variant,
-        "data_root": str(Path(args.data_root).resolve()),
-        "checkpoint": info["checkpoint"],
-        "checkpoint_sha1": info["checkpoint_sha1"],
-        "model": info["model"],
-        "model_args": info["model_args"],
-        "model_args_sources": info["sources"],
-        "num_points": args.num_points,
+        **result_header("linear_svm", ev["data"], args, info, variant),
         "classifier": (
             "sklearn.svm.SVC(kernel='linear') on raw (unnormalized) features" if args.svm_solver == "svc" else
             "sklearn.svm.SVC(kernel='precomputed') on the linear Gram matrix of the raw (unnormalized) features"

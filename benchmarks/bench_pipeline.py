@@ -35,7 +35,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -43,6 +42,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+
+from benchmarks.run import machine_info as run_machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -62,30 +63,17 @@ CPU_STEP_SAMPLES_PER_S = {"published settings": (0.5, 1.3),
 
 
 def machine_info(device: str) -> dict[str, Any]:
-    """CPU model, cores, library versions, torch threads and the load average at the start."""
-    cpu = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    """``benchmarks.run.machine_info`` plus numpy/scikit-learn versions, a timestamp and the start load."""
     import sklearn
 
-    info = {
+    info = run_machine_info(device)
+    info.pop("load_average")
+    info.update({
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
         "numpy": np.__version__,
         "sklearn": sklearn.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": device,
         "load_average_start": list(os.getloadavg()),
-    }
-    if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    })
     return info
 
 
