@@ -30,6 +30,7 @@ __all__ = [
     "require_dir",
     "read_lines",
     "read_ply_points",
+    "write_ply",
     "read_image_rgb",
     "read_h5",
     "check_points",
@@ -228,6 +229,17 @@ def read_ply_points(path: str | os.PathLike) -> np.ndarray:
     for i, c in enumerate(("x", "y", "z")):
         out[:, i] = table[c]
     return out
+
+
+def write_ply(path: str | os.PathLike, points: np.ndarray) -> None:
+    """Write (N, 3) points as a binary little-endian PLY with one vertex element of float32 x, y, z
+    (the layout of the published ShapeNetRender clouds)."""
+    pts = np.ascontiguousarray(points, dtype="<f4")
+    header = ("ply\nformat binary_little_endian 1.0\n"
+              f"element vertex {len(pts)}\nproperty float x\nproperty float y\nproperty float z\nend_header\n")
+    with open(path, "wb") as f:
+        f.write(header.encode("ascii"))
+        f.write(pts.tobytes())
 
 
 # ----------------------------------------------------------------------------------------------

@@ -67,6 +67,8 @@ from PIL import Image, ImageDraw
 
 from datasets import render as rd
 from datasets import synthetic_shapes as ss
+from datasets.io import write_ply
+from util.fileio import atomic_write_text
 
 VERSION = 1
 MARKER = "SYNTHETIC.json"
@@ -208,16 +210,6 @@ def _unit_sphere(points: np.ndarray) -> np.ndarray:
     """Centre on the centroid and scale so the farthest point has norm 1 (PointNet convention)."""
     p = points - points.mean(axis=0)
     return p / max(float(np.linalg.norm(p, axis=1).max()), 1e-9)
-
-
-def write_ply(path: Path, points: np.ndarray) -> None:
-    """Binary little-endian PLY with one vertex element of float32 x, y, z."""
-    pts = np.ascontiguousarray(points, dtype="<f4")
-    header = ("ply\nformat binary_little_endian 1.0\n"
-              f"element vertex {len(pts)}\nproperty float x\nproperty float y\nproperty float z\nend_header\n")
-    with open(path, "wb") as f:
-        f.write(header.encode("ascii"))
-        f.write(pts.tobytes())
 
 
 def read_ply_points(path: Path) -> np.ndarray:
@@ -650,15 +642,6 @@ def _read_json(path: Path) -> dict | None:
         raise ValueError(f"{path} is not valid JSON ({exc}); delete it or rerun with --force") from exc
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -763,7 +746,7 @@ def generate(root: str | os.PathLike, preset: str = "tiny", seed: int = 0, progr
         else:
             stale = []
         moving = [f for n in todo for f in FOLDERS[n]]
-        _atomic_write_text(root / SWAP_NOTE, json.dumps({"folders": sorted(set(moving + stale))}))
+        atomic_write_text(root / SWAP_NOTE, json.dumps({"folders": sorted(set(moving + stale))}))
         (root / MARKER).unlink(missing_ok=True)
         for f in stale:
             shutil.rmtree(root / f, ignore_errors=True)
@@ -777,7 +760,7 @@ def generate(root: str | os.PathLike, preset: str = "tiny", seed: int = 0, progr
         make_contact_sheet(root, new_marker, tmp / "contact_sheet.png")
         os.replace(tmp / "contact_sheet.png", root / "contact_sheet.png")
         seconds["contact_sheet"] = time.perf_counter() - t0
-        _atomic_write_text(root / MARKER, json.dumps(new_marker, indent=1, sort_keys=True) + "\n")
+        atomic_write_text(root / MARKER, json.dumps(new_marker, indent=1, sort_keys=True) + "\n")
         (root / SWAP_NOTE).unlink()
     finally:
         runner.close()

@@ -1,4 +1,4 @@
-"""The module map's import boundaries (ARCHITECTURE.md), checked on the source of every module."""
+"""The module map's import boundaries (README "Layout"), checked on the source of every module."""
 
 import ast
 import sys
@@ -14,25 +14,37 @@ ALLOWED = {
     "datasets": {"numpy", "h5py", "PIL", "torch", "trimesh", "embreex", "tqdm", "datasets"},
     "util": {"torch", "torchvision", "numpy", "sklearn", "scipy", "tqdm", "matplotlib", "wandb", "util"},
 }
+# Dependency-free modules (standard library only) that every layer may import.
+SHARED = {"util.fileio", "util.meta"}
 
 
-def _top_level_imports(path):
+def _imports(path):
+    """(top-level package, full module name) of every absolute import in ``path``."""
     tree = ast.parse(path.read_text(), filename=str(path))
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            yield from (alias.name.split(".")[0] for alias in node.names)
+            yield from ((alias.name.split(".")[0], alias.name) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            yield node.module.split(".")[0]
+            yield node.module.split(".")[0], node.module
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_package_imports_stay_inside_its_boundary(package):
     offenders = []
     for path in sorted((REPO_ROOT / package).glob("*.py")):
-        for name in _top_level_imports(path):
-            if name not in STDLIB and name not in ALLOWED[package]:
-                offenders.append(f"{path.relative_to(REPO_ROOT)} imports {name}")
+        for top, full in _imports(path):
+            if top not in STDLIB and top not in ALLOWED[package] and full not in SHARED:
+                offenders.append(f"{path.relative_to(REPO_ROOT)} imports {full}")
     assert not offenders, offenders
+
+
+@pytest.mark.parametrize("module", sorted(SHARED))
+def test_shared_modules_are_dependency_free(module):
+    path = REPO_ROOT / (module.replace(".", "/") + ".py")
+    if not path.is_file():
+        pytest.skip(f"{module} does not exist")
+    third_party = [full for top, full in _imports(path) if top not in STDLIB]
+    assert not third_party, f"{module} must import only the standard library, imports {third_party}"
 
 
 def test_importing_models_does_not_import_torchvision_or_data_code():

@@ -7,10 +7,10 @@ project's files load into the original code. An optional sidecar ``X.json`` desc
 the files alone.
 """
 
+import io
 import json
 import os
 import pickle
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,55 +18,21 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from util.fileio import atomic_write_bytes, atomic_write_text
+
 _MAX_LISTED_KEYS = 10
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Persist a rename in ``directory`` (best effort: not every OS/filesystem allows it)."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # Some filesystems (network, some containers) refuse fsync on directories.
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(file_object)`` on a temporary file next to ``path``, fsync it, rename it to path.
-
-    On any error the temporary file is removed and an existing ``path`` is left untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp creates the file as 0600; give it the mode a plain open() would (0666 & ~umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(path.parent)
-
-
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)`` through a temporary file and a rename, so ``path`` is never partial."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save(obj, path)`` through a temporary file and a rename, so ``path`` is never partial.
 
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    The object is serialized in memory first and then written with one plain ``write``, so a full disk
+    surfaces as :class:`util.fileio.DiskFullError` naming ``path`` (torch's own writer would turn it into
+    an opaque ``inline_container.cc`` error).
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def _strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
