@@ -1,4 +1,5 @@
-"""CrossPoint losses: NT-Xent and the combined intra-modal (IMID) + cross-modal (CMID) objective.
+"""CrossPoint losses: NT-Xent, the combined intra-modal (IMID) + cross-modal (CMID) objective, and the
+label-smoothed cross-entropy of the fine-tuning scripts.
 
 Pure functions on embedding batches. The similarity and the softmax are computed in at least
 float32 with autocast disabled, so the losses are safe inside fp16/bf16 autocast regions.
@@ -60,3 +61,29 @@ def crosspoint_loss(
     imid = nt_xent(z1, z2, temperature)
     cmid = nt_xent((z1 + z2) / 2, h, temperature)
     return imid + cmid, {"imid": imid, "cmid": cmid}
+
+
+def smoothed_cross_entropy(logits: torch.Tensor, target: torch.Tensor, eps: float = 0.2) -> torch.Tensor:
+    """Label-smoothed cross-entropy of the original ``cal_loss`` (DGCNN / CrossPoint classification and part
+    segmentation).
+
+    The target distribution puts ``1 - eps`` on the true class and ``eps / (P - 1)`` on each other
+    class (the original's smoothing; ``eps = 0`` is the plain cross-entropy), averaged over all targets.
+
+    Args:
+        logits: (B, P) class logits, or (B, P, N) per-point part logits.
+        target: (B,) or (B, N) int64 indices in [0, P).
+        eps: smoothing (paper: 0.2).
+    Returns:
+        scalar loss in the logits' dtype (float32 for half-precision logits).
+    """
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    num_parts = logits.shape[1]
+    log_prob = F.log_softmax(logits, dim=1)  # (B, P[, N])
+    nll = -log_prob.gather(1, target.unsqueeze(1)).squeeze(1)  # (B[, N])
+    if eps == 0.0:
+        return nll.mean()
+    # sum_p q_p * -log p_p with q = (1 - eps) on the target and eps / (P - 1) elsewhere.
+    others = -log_prob.sum(dim=1) - nll  # (B[, N])
+    return ((1.0 - eps) * nll + eps / (num_parts - 1) * others).mean()

@@ -149,7 +149,7 @@ def test_save_weights_round_trip_with_sidecar(tmp_path):
     meta = {"model": "dgcnn", "model_args": {"k": 5, "emb_dims": 32}, "kind": "point_encoder", "config": {"lr": 0.001}}
     path = tmp_path / "out" / "point_encoder_best.pth"
     save_weights(source.state_dict(), path, meta)
-    assert read_weights_meta(path) == meta
+    assert read_weights_meta(path) == {**meta, "version": 1}  # the sidecar schema version is written
     assert sorted(p.name for p in path.parent.iterdir()) == ["point_encoder_best.json", "point_encoder_best.pth"]
 
     target = DGCNN(k=5, emb_dims=32)

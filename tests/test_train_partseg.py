@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -13,7 +14,10 @@ import torch.nn.functional as F
 import train_partseg
 from datasets.shapenet_part import PART_OFFSETS, PARTS_PER_CATEGORY
 from models.dgcnn import DGCNNPartSeg
+from models.losses import smoothed_cross_entropy
 from util.checkpoint import read_weights_meta, save_weights
+from util.partseg import PartSegEvaluator, PartSegStep
+from util.presets import PARTSEG_K, PUBLISHED_EMB_DIMS
 
 KEYS_FILE = os.path.join(os.path.dirname(__file__), "data", "official_state_dict_keys.json")
 # Tiny settings; the optimisation hyperparameters are the published ones.
@@ -84,7 +88,7 @@ def test_defaults_are_the_published_settings():
     assert (args.epochs, args.batch_size, args.test_batch_size, args.lr, args.momentum, args.wd, args.eta_min,
             args.num_points, args.dropout, args.label_smoothing, args.optimizer, args.scheduler) == (
         300, 8, 8, 0.1, 0.9, 1e-4, 1e-3, 2048, 0.5, 0.2, "sgd", "cos")
-    assert args.k is None and train_partseg.DEFAULT_K == 40 and train_partseg.DEFAULT_EMB_DIMS == 1024
+    assert args.k is None and PARTSEG_K == 40 and PUBLISHED_EMB_DIMS == 1024
     assert args.select_best_on == "val" and args.amp == "none" and not args.augment
 
 
@@ -92,12 +96,12 @@ def test_smoothed_cross_entropy_matches_original():
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 50, 20, generator=gen, dtype=torch.float64)  # (B, P, N)
     target = torch.randint(0, 50, (3, 20), generator=gen)
-    ours = train_partseg.smoothed_cross_entropy(logits, target, 0.2)
+    ours = smoothed_cross_entropy(logits, target, 0.2)
     flat = logits.permute(0, 2, 1).reshape(-1, 50)  # (B*N, P), the original's layout
     assert torch.allclose(ours, original_cal_loss(flat, target.reshape(-1)), rtol=0, atol=1e-12)
     # The same as torch's uniform smoothing with eps * P / (P - 1); eps = 0 is plain cross-entropy.
     assert torch.allclose(ours, F.cross_entropy(logits, target, label_smoothing=0.2 * 50 / 49), atol=1e-12)
-    assert torch.allclose(train_partseg.smoothed_cross_entropy(logits, target, 0.0),
+    assert torch.allclose(smoothed_cross_entropy(logits, target, 0.0),
                           F.cross_entropy(logits, target), atol=1e-12)
 
 
@@ -135,13 +139,14 @@ def test_step_and_predict_in_float64():
     offsets = torch.tensor(PART_OFFSETS)[category]
     part_ids = offsets[:, None] + torch.randint(0, 2, (3, 32))  # (B, N) global ids
     batch = (torch.randn(3, 32, 3), category, part_ids)
-    step = train_partseg.PartSegStep(model, torch.device("cpu"), "none", 0, 0.2, torch.float64)
+    loss_fn = functools.partial(smoothed_cross_entropy, eps=0.2)
+    step = PartSegStep(model, torch.device("cpu"), "none", 0, loss_fn, torch.float64)
     loss, stats = step(batch)
     assert loss.dtype == torch.float64 and 0 <= float(stats["acc"]) <= 1
     loss.backward()
     trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert trained and all(p.grad is not None and torch.isfinite(p.grad).all() for _, p in trained)
-    out = train_partseg.predict(model, [batch], torch.device("cpu"), "none", 0, 0.2)
+    out = PartSegEvaluator(torch.device("cpu"), "none", 0, loss_fn).predict(model, [batch])
     counts = torch.tensor(PARTS_PER_CATEGORY)[category]
     pred = torch.from_numpy(out["pred"].astype(np.int64))
     assert bool(((pred >= offsets[:, None]) & (pred < (offsets + counts)[:, None])).all())

@@ -14,11 +14,12 @@ import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 
-from util.fileio import atomic_write_bytes, atomic_write_text
+from util.fileio import InputFileError, atomic_write_bytes, atomic_write_text
 
 _MAX_LISTED_KEYS = 10
 
@@ -42,6 +43,56 @@ def _strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, to
     return dict(state_dict)
 
 
+class CheckpointError(InputFileError):
+    """A checkpoint file is unreadable, of the wrong kind, or does not fit the model built for it."""
+
+
+def describe_load_error(error: BaseException) -> str:
+    """A short reason for a failed ``torch.load``, without torch's advice to disable ``weights_only``.
+
+    Loading an untrusted file with ``weights_only=False`` can execute arbitrary code, so this project
+    never suggests it: only the unpickler's own complaint (or the first sentence) is kept.
+    """
+    text = " ".join(str(error).split())
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        reason = text.split(marker, 1)[1]
+        for stop in (" Please use", " Check the documentation"):
+            reason = reason.split(stop, 1)[0]
+        reason = reason.strip().rstrip(".")
+        return reason or "a pickle that needs arbitrary code to load"
+    first = text.split(". ", 1)[0].strip().rstrip(".")
+    if "weights_only" in first or not first:
+        return "a pickle that needs arbitrary code to load"
+    return first
+
+
+def torch_load_checked(path: str | os.PathLike, what: str, map_location: str | torch.device = "cpu") -> object:
+    """``torch.load(path, weights_only=True)`` with one clear error naming the file on failure.
+
+    Args:
+        path: the file.
+        what: what the file should be, for the message (e.g. "a .pth weights file").
+        map_location: where tensors are put.
+    Raises:
+        FileNotFoundError: the file does not exist (or is a directory).
+        CheckpointError: the file is not a readable PyTorch file (random bytes, truncated, or a pickle
+            that would need arbitrary code), with a one-line message.
+    """
+    path = Path(path)
+    if not path.is_file():
+        state = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"{path}: {state}; expected {what}.")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError,
+            ModuleNotFoundError) as error:
+        raise CheckpointError(
+            f"{path}: cannot be read as {what}: torch.load(weights_only=True) refused it "
+            f"({describe_load_error(error)}). The file is corrupt, truncated or not what was expected."
+        ) from None
+
+
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a state dict saved with ``torch.save`` onto the CPU, safely (``weights_only=True``).
 
@@ -51,64 +102,200 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         name -> tensor, with a leading ``module.`` (DataParallel) removed from the names.
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file cannot be read as a weights-only pickle, or is not a dict of tensors.
+        CheckpointError (a ValueError): the file cannot be read safely, or is not a dict of tensors.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found; check the path (e.g. --pretrained_path).")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise ValueError(
-            f"{path}: cannot be read as a PyTorch state dict (torch.load with weights_only=True failed: "
-            f"{error}). Is it a complete .pth weights file?"
-        ) from error
+    obj = torch_load_checked(path, "a .pth weights file (a plain state dict)")
     if not isinstance(obj, Mapping) or not obj:
-        raise ValueError(f"{path}: expected a non-empty dict of tensors (a state dict), got {type(obj).__name__}.")
+        raise CheckpointError(
+            f"{path}: expected a non-empty dict of tensors (a state dict), got {type(obj).__name__}.")
     bad = [key for key, value in obj.items() if not isinstance(key, str) or not isinstance(value, torch.Tensor)]
     if bad:
         hint = ""
         if any(isinstance(obj[key], Mapping) for key in bad):
             hint = " It looks like a training-state checkpoint; pass the plain weights file (*.pth state dict)."
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: not a plain state dict; entries that are not tensors: {_format_keys(bad)}.{hint}"
         )
     return _strip_module_prefix(obj)
 
 
-def _sidecar_path(path: str | os.PathLike) -> Path:
-    return Path(path).with_suffix(".json")
+# ----------------------------------------------------------------------------------------------
+# The weights sidecar
+# ----------------------------------------------------------------------------------------------
+
+SIDECAR_VERSION = 1
+_META_FIELDS = ("model", "kind", "model_args", "epoch", "source", "config", "version")
 
 
-def save_weights(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike, meta: dict | None = None) -> None:
-    """Save a plain state dict to ``path`` and, if given, ``meta`` to the sidecar ``path.with_suffix('.json')``.
+@dataclass
+class WeightsMeta:
+    """The JSON sidecar ``X.json`` of a weights file ``X.pth``: enough to rebuild the model from the files.
 
-    Tensors are detached and moved to the CPU. Both files are written atomically. Without ``meta``
-    a stale sidecar from an earlier save is removed, so a sidecar always describes its weights.
+    On disk it is one flat JSON object: the fields below plus the ``extra`` keys at the top level
+    (e.g. ``class_choice``, ``seg_start_index``, ``metrics``, ``probe_val_acc``). Sidecars written before
+    the ``version`` field existed have the same layout and read as version 1.
+
+    Attributes:
+        model: model name ("dgcnn", "dgcnn_seg", "pointnet", "resnet50", "dgcnn_partseg", "dgcnn_cls", ...).
+        kind: what the weights are ("point_encoder", "image_encoder", "partseg", "classifier").
+        model_args: constructor arguments, at least those not visible in the weights (k, ...).
+        epoch: the epoch (0-based) the weights are from.
+        source: the script that wrote them.
+        config: the run's resolved configuration.
+        extra: further fields (flat on disk).
+        version: the sidecar schema version.
+    """
+
+    model: str | None = None
+    kind: str | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+    epoch: int | None = None
+    source: str | None = None
+    config: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    version: int = SIDECAR_VERSION
+
+    @staticmethod
+    def path_for(weights_path: str | os.PathLike) -> Path:
+        """The sidecar path of a weights file: ``X.pth`` -> ``X.json``."""
+        return Path(weights_path).with_suffix(".json")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat JSON object written to disk (None fields omitted)."""
+        out = {name: getattr(self, name) for name in _META_FIELDS if getattr(self, name) is not None}
+        clash = sorted(set(self.extra) & set(_META_FIELDS))
+        if clash:
+            raise ValueError(f"WeightsMeta.extra may not redefine the fields {clash}.")
+        return {**out, **self.extra}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "weights sidecar") -> "WeightsMeta":
+        """Parse the flat JSON object (unknown keys go to ``extra``); a ValueError names ``source``."""
+        version = data.get("version", 1)
+        if not isinstance(version, int) or version > SIDECAR_VERSION:
+            raise ValueError(f"{source}: weights sidecar version {version!r} is not one this code reads "
+                             f"(<= {SIDECAR_VERSION}); update the code or delete the sidecar.")
+        model_args = data.get("model_args") or {}
+        if not isinstance(model_args, Mapping):
+            raise ValueError(f"{source}: 'model_args' must be a JSON object, got {type(model_args).__name__}.")
+        return cls(model=data.get("model"), kind=data.get("kind"), model_args=dict(model_args),
+                   epoch=data.get("epoch"), source=data.get("source"), config=data.get("config"),
+                   extra={k: v for k, v in data.items() if k not in _META_FIELDS}, version=version)
+
+    def to_json(self) -> str:
+        """The sidecar text (fails on values JSON cannot hold)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def write(self, weights_path: str | os.PathLike) -> None:
+        """Write the sidecar of ``weights_path`` atomically."""
+        atomic_write_text(self.path_for(weights_path), self.to_json())
+
+    @classmethod
+    def read(cls, weights_path: str | os.PathLike) -> "WeightsMeta | None":
+        """The sidecar of ``weights_path``, or None when there is none. A ValueError names a bad sidecar."""
+        sidecar = cls.path_for(weights_path)
+        if not sidecar.is_file():
+            return None
+        try:
+            data = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{sidecar}: invalid JSON in the weights sidecar ({error}); delete or fix it.") from error
+        if not isinstance(data, dict):
+            raise ValueError(f"{sidecar}: expected a JSON object in the weights sidecar, got {type(data).__name__}.")
+        return cls.from_dict(data, source=str(sidecar))
+
+
+def save_weights(
+    state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike, meta: WeightsMeta | Mapping | None = None
+) -> None:
+    """Save a plain state dict to ``path`` and, if given, its sidecar (``path.with_suffix('.json')``).
+
+    Tensors are detached and moved to the CPU. Both files are written atomically. ``meta`` is a
+    :class:`WeightsMeta` or its flat dict form. Without ``meta`` a stale sidecar from an earlier save is
+    removed, so a sidecar always describes its weights.
     """
     weights = {key: value.detach().cpu() for key, value in _strip_module_prefix(state_dict).items()}
-    sidecar = _sidecar_path(path)
-    if meta is not None:
-        text = json.dumps(meta, indent=2, sort_keys=True) + "\n"  # Fails before anything is written.
+    if meta is not None and not isinstance(meta, WeightsMeta):
+        meta = WeightsMeta.from_dict(meta)
+    text = meta.to_json() if meta is not None else None  # Fails before anything is written.
     atomic_torch_save(weights, path)
-    if meta is not None:
+    sidecar = WeightsMeta.path_for(path)
+    if text is not None:
         atomic_write_text(sidecar, text)
     elif sidecar.exists():
         sidecar.unlink()
 
 
 def read_weights_meta(path: str | os.PathLike) -> dict | None:
-    """The sidecar JSON of weights file ``path`` as a dict, or None if there is no sidecar."""
-    sidecar = _sidecar_path(path)
-    if not sidecar.is_file():
-        return None
-    try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{sidecar}: invalid JSON in the weights sidecar ({error}); delete or fix it.") from error
-    if not isinstance(meta, dict):
-        raise ValueError(f"{sidecar}: expected a JSON object in the weights sidecar, got {type(meta).__name__}.")
-    return meta
+    """The sidecar of weights file ``path`` in its flat dict form (see :class:`WeightsMeta`), or None."""
+    meta = WeightsMeta.read(path)
+    return None if meta is None else meta.to_dict()
+
+
+# ----------------------------------------------------------------------------------------------
+# Resolving model settings: flag > sidecar > what the weights show > default
+# ----------------------------------------------------------------------------------------------
+
+SOURCE_FLAG = "command line"
+SOURCE_META = "checkpoint meta"
+
+
+@dataclass
+class ResolvedSettings:
+    """Values of model settings and where each came from.
+
+    values: name -> value. sources: name -> "command line" | "checkpoint meta" | what the weights showed
+    (e.g. "state-dict shapes") | a default's description. conflicts: (name, flag value, sidecar value) for
+    settings whose command-line value differs from the sidecar's.
+    """
+
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    conflicts: list[tuple[str, Any, Any]] = field(default_factory=list)
+
+    def describe(self, names: Iterable[str] | None = None) -> str:
+        """'k=15 (from checkpoint meta), emb_dims=1024 (from state-dict shapes)'."""
+        names = self.values if names is None else names
+        return ", ".join(f"{name}={self.values[name]} (from {self.sources[name]})" for name in names)
+
+
+def resolve_settings(
+    names: Iterable[str],
+    flags: Mapping[str, Any],
+    meta: WeightsMeta | None,
+    inferred: Mapping[str, tuple[Any, str]],
+    defaults: Mapping[str, tuple[Any, str]],
+) -> ResolvedSettings:
+    """Decide each setting: command-line flag > sidecar > what the weights show > default.
+
+    Args:
+        names: the settings to resolve, in order. "model" is read from ``meta.model``, any other name
+            from ``meta.model_args``.
+        flags: name -> value given on the command line, or None when not given.
+        meta: the weights' sidecar, or None.
+        inferred: name -> (value, how it was inferred, e.g. "state-dict shapes") from the weights.
+        defaults: name -> (value, description of the default, e.g. "published default (...)").
+    Returns:
+        ResolvedSettings; a name with no flag, sidecar value, inference or default is left out.
+    """
+    out = ResolvedSettings()
+    for name in names:
+        from_meta = None
+        if meta is not None:
+            from_meta = meta.model if name == "model" else meta.model_args.get(name)
+        flag = flags.get(name)
+        if flag is not None:
+            out.values[name], out.sources[name] = flag, SOURCE_FLAG
+            if from_meta is not None and from_meta != flag:
+                out.conflicts.append((name, flag, from_meta))
+        elif from_meta is not None:
+            out.values[name], out.sources[name] = from_meta, SOURCE_META
+        elif name in inferred:
+            out.values[name], out.sources[name] = inferred[name]
+        elif name in defaults:
+            out.values[name], out.sources[name] = defaults[name]
+    return out
 
 
 @dataclass
@@ -189,3 +376,53 @@ def load_pretrained(
         )
     model.load_state_dict({key: value for key, value in state_dict.items() if key in model_state}, strict=False)
     return LoadReport(missing=missing, unexpected=unexpected)
+
+
+def find_weights_file(path: str | os.PathLike, names: Iterable[str] = ("point_encoder_best.pth",)) -> Path:
+    """A weights file, or a run directory holding one of ``names`` (directly or under ``checkpoints/``).
+
+    Raises FileNotFoundError naming every place looked at.
+    """
+    p = Path(path)
+    candidates = [p] + [d / name for name in names for d in (p, p / "checkpoints")]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{path}: no weights file found (looked at {', '.join(map(str, candidates))}). Pass a "
+                            ".pth state dict or the run directory of a pretraining run.")
+
+
+def load_with_new_head(model: nn.Module, state_dict: Mapping[str, torch.Tensor], head_prefixes: tuple[str, ...],
+                       source: str | os.PathLike) -> list[str]:
+    """Load an encoder's weights into a fine-tuning network whose head (``head_prefixes``) is new.
+
+    A state dict holding every head key is a fine-tuned model and is loaded strictly (returns []).
+    Otherwise it must provide every key except the head's, and the new keys must be exactly the model's
+    head keys (MoCo's check after a non-strict load).
+
+    Returns:
+        The new (randomly initialised) keys in the model's order.
+    Raises:
+        ValueError (from :func:`load_pretrained`): other keys missing or unexpected, or shapes differ.
+        CheckpointError: the new keys are not exactly the head.
+    """
+    head_keys = [k for k in model.state_dict() if k.startswith(head_prefixes)]
+    if head_keys and all(k in state_dict for k in head_keys):
+        load_pretrained(model, state_dict)
+        return []
+    report = load_pretrained(model, state_dict, allowed_missing_prefixes=head_prefixes)
+    if set(report.missing) != set(head_keys) or report.unexpected:
+        raise CheckpointError(
+            f"{source}: expected exactly the head ({', '.join(head_prefixes)}) to be new, got new keys "
+            f"{sorted(report.missing)}, unexpected {report.unexpected}."
+        )
+    return head_keys
+
+
+def summarize_keys(keys: Iterable[str]) -> str:
+    """'conv7.* (6), conv8.* (6), ...' for a list of state-dict keys."""
+    groups: dict[str, int] = {}
+    for key in keys:
+        top = key.split(".")[0]
+        groups[top] = groups.get(top, 0) + 1
+    return ", ".join(f"{name}.* ({n})" for name, n in groups.items())

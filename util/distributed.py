@@ -128,11 +128,6 @@ def get_world_size() -> int:
     return dist.get_world_size() if is_dist() else 1
 
 
-def is_main_process() -> bool:
-    """True on rank 0 (and in a single-process run)."""
-    return get_rank() == 0
-
-
 def barrier() -> None:
     """Synchronise all ranks; no-op when not distributed."""
     if is_dist():

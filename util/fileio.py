@@ -17,11 +17,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["DiskFullError", "atomic_write", "atomic_write_bytes", "atomic_write_text", "remove_stale_tmp_files",
+__all__ = ["InputFileError", "DiskFullError", "atomic_write", "atomic_write_bytes", "atomic_write_text", "remove_stale_tmp_files",
            "TMP_SUFFIX"]
 
 TMP_SUFFIX = ".tmp"
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
+
+
+class InputFileError(ValueError):
+    """A file the user passed (data, checkpoint, mesh) is missing, unreadable or malformed.
+
+    The message names the file and what is wrong; command-line scripts print it without a traceback.
+    ``datasets.io.DatasetError`` and ``util.checkpoint.CheckpointError`` derive from it.
+    """
 
 
 class DiskFullError(OSError):

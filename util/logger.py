@@ -16,6 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 WANDB_MODES = ("online", "offline", "disabled")
+LOG_FILES = ("log.txt", "metrics.jsonl")
 
 
 def _jsonable(value: Any) -> Any:
@@ -62,8 +63,8 @@ class Logger:
         if not enabled:
             return
         os.makedirs(self.log_dir, exist_ok=True)
-        self._text = open(os.path.join(self.log_dir, "log.txt"), "a", encoding="utf-8")
-        self._jsonl = open(os.path.join(self.log_dir, "metrics.jsonl"), "a", encoding="utf-8")
+        self._text = open(os.path.join(self.log_dir, LOG_FILES[0]), "a", encoding="utf-8")
+        self._jsonl = open(os.path.join(self.log_dir, LOG_FILES[1]), "a", encoding="utf-8")
         if wandb_mode != "disabled":
             self._wandb_run = self._init_wandb(wandb_mode, config, project, run_name)
 
@@ -97,6 +98,12 @@ class Logger:
         self._jsonl.flush()
         if self._wandb_run is not None:
             self._wandb_run.log(dict(metrics), step=int(step))
+
+    def file_sizes(self) -> dict[str, int]:
+        """Bytes written so far to log.txt and metrics.jsonl (both flushed), e.g. to cut them back on resume."""
+        if not self.enabled:
+            return {}
+        return {name: f.tell() for name, f in zip(LOG_FILES, (self._text, self._jsonl))}
 
     def close(self) -> None:
         """Flush and close the files and finish the wandb run."""

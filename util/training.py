@@ -19,16 +19,36 @@ import random
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from util import distributed as du
+from util import distributed
+from util.checkpoint import CheckpointError, atomic_torch_save, torch_load_checked
+
+__all__ = [
+    "AMP_MODES",
+    "NonFiniteLossError",
+    "autocast_context",
+    "eval_loader",
+    "get_rng_state",
+    "load_training_state",
+    "loader_kwargs",
+    "make_generator",
+    "make_grad_scaler",
+    "resolve_device",
+    "save_training_state",
+    "seed_everything",
+    "seed_worker",
+    "set_rng_state",
+    "stratified_split",
+    "train_one_epoch",
+]
 
 AMP_MODES = ("none", "bf16", "fp16")
 StepFn = Callable[[Any], "tuple[torch.Tensor, Mapping[str, float | torch.Tensor]]"]
@@ -317,7 +337,7 @@ def train_one_epoch(
             loss, metrics = step_fn(batch)
             values = {"loss": _to_float(loss), **{k: _to_float(v) for k, v in metrics.items()}}
             finite = all(math.isfinite(v) for v in values.values())
-            if not du.all_reduce_min_flag(finite, device=device):
+            if not distributed.all_reduce_min_flag(finite, device=device):
                 raise NonFiniteLossError(epoch, step, values)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -375,6 +395,7 @@ def train_one_epoch(
 # ----------------------------------------------------------------------------------------------
 
 TRAINING_STATE_VERSION = 1
+TRAINING_STATE_NAME = "training_state_last.pt"
 
 
 def save_training_state(
@@ -403,12 +424,10 @@ def save_training_state(
 
     The file loads with ``torch.load(weights_only=True)``.
     """
-    from util.checkpoint import atomic_torch_save
-
     state = {
         "version": TRAINING_STATE_VERSION,
         "epoch": int(epoch),
-        "models": {name: du.unwrap(m).state_dict() for name, m in models.items()},
+        "models": {name: distributed.unwrap(m).state_dict() for name, m in models.items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
@@ -427,32 +446,35 @@ def load_training_state(
     scheduler: Any = None,
     scaler: torch.amp.GradScaler | None = None,
     map_location: str | torch.device = "cpu",
+    check_config: Callable[[Mapping[str, Any] | None], None] | None = None,
 ) -> dict[str, Any]:
     """Load a file written by ``save_training_state`` into the given objects (strict for models).
 
     RNG states are *not* restored here: the caller picks its rank's snapshot from ``state["rng"]``
     and calls ``set_rng_state`` at the point where the original run would continue.
 
+    Args:
+        check_config: called with the saved config before any weights are loaded (e.g. to refuse a
+            resume whose model settings differ, with a message naming them).
     Returns:
         The whole state dict (``epoch``, ``config``, ``rng``, ``extra``, ...).
+    Raises:
+        FileNotFoundError / util.checkpoint.CheckpointError (one line naming the file): missing,
+            unreadable or not a training state. KeyError / RuntimeError: a model's weights do not fit.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Training state {path!r} does not exist; pass a file written by a previous run.")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError) as err:
-        raise RuntimeError(f"Could not read training state {path!r} ({err}); the file may be corrupt.") from err
+    state = torch_load_checked(path, f"a training state ({TRAINING_STATE_NAME})", map_location=map_location)
     if not isinstance(state, dict) or state.get("version") != TRAINING_STATE_VERSION:
-        raise ValueError(
-            f"{path!r} is not a training-state file (version {TRAINING_STATE_VERSION}); a weights-only "
-            "file (.pth) cannot resume training, pass training_state_last.pt or its run directory."
+        raise CheckpointError(
+            f"{path}: is not a training-state file (version {TRAINING_STATE_VERSION}); a weights-only "
+            f"file (.pth) cannot resume training, pass {TRAINING_STATE_NAME} or its run directory."
         )
+    if check_config is not None:
+        check_config(state.get("config"))
     missing = sorted(set(models) - set(state["models"]))
     if missing:
-        raise KeyError(f"{path!r} has no state for models {missing} (has {sorted(state['models'])}).")
+        raise KeyError(f"{path} has no state for models {missing} (has {sorted(state['models'])}).")
     for name, model in models.items():
-        du.unwrap(model).load_state_dict(state["models"][name], strict=True)
+        distributed.unwrap(model).load_state_dict(state["models"][name], strict=True)
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
@@ -460,6 +482,14 @@ def load_training_state(
     if scaler is not None and state.get("scaler") is not None:
         scaler.load_state_dict(state["scaler"])
     return state
+
+
+def eval_loader(dataset: Any, batch_size: int, device: torch.device, num_workers: int = 0) -> DataLoader:
+    """Unshuffled, unaugmented loader in dataset order, keeping the last partial batch (evaluation).
+
+    The original shuffled its test loaders, which changes nothing in eval mode but the order."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False,
+                      **loader_kwargs(device, num_workers, None))
 
 
 def loader_kwargs(
@@ -481,24 +511,6 @@ def loader_kwargs(
         kwargs["persistent_workers"] = persistent_workers
         kwargs["prefetch_factor"] = 2
     return kwargs
-
-
-__all__ = [
-    "AMP_MODES",
-    "NonFiniteLossError",
-    "autocast_context",
-    "get_rng_state",
-    "load_training_state",
-    "loader_kwargs",
-    "make_generator",
-    "make_grad_scaler",
-    "resolve_device",
-    "save_training_state",
-    "seed_everything",
-    "seed_worker",
-    "set_rng_state",
-    "train_one_epoch",
-]
 
 
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -527,19 +539,3 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
         val.append(idx[:n_val])
         train.append(idx[n_val:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
-
-
-def resolve_resume_path(path: str | os.PathLike, state_file: str, script: str) -> Path:
-    """A run directory, its checkpoints/ folder or the state file itself -> the training-state file.
-
-    Raises SystemExit with a message naming every place looked at when none holds ``state_file``.
-    """
-    p = Path(path)
-    candidates = (p, p / state_file, p / "checkpoints" / state_file)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise SystemExit(
-        f"{script}: --resume {path}: no {state_file} found (looked at {', '.join(map(str, candidates))}). "
-        "Pass the run directory of a previous run of the same script."
-    )

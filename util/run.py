@@ -1,0 +1,518 @@
+"""The run lifecycle shared by every training script, written once.
+
+A training script builds its data, models, optimizer and schedule, then hands them to a :class:`Run`::
+
+    args = parse_with_preset(build_parser(), "pretrain", argv)
+    check_args(PROG, args, {"epochs": AT_LEAST_1, "lr": POSITIVE, ...})   # before anything is written
+    run = Run(PROG, args, info, device, default_name="exp")                  # run dir, seeding
+    loader = run.train_loader(dataset, args.batch_size, args.num_workers)
+    ...build models, optimizer, scheduler...
+    run.start(models, optimizer, scheduler, scaler, config_extra={...},
+              model_settings=("model", "k", "emb_dims"))                       # config, logger, resume
+    with run.guard():                                                          # NaN / full disk -> clear exit
+        for epoch in run.epochs():
+            stats = run.train_epoch(step_fn, loader, epoch)
+            ...evaluate, decide is_best...
+            run.end_epoch(epoch, record, is_best, weights={"point_encoder": (module, meta)}, line="...")
+    run.close()
+
+What it owns:
+- the run directory ``<output_dir>/<exp_name>`` and the rule that a non-empty one is never overwritten
+  unless the user says so (``--resume`` continues it, ``--overwrite`` deletes it first);
+- ``config.json`` (the resolved configuration, JSON types only), ``log.txt`` and ``metrics.jsonl``
+  through :class:`util.logger.Logger`;
+- resume: the training state (models, optimizer, schedule, scaler, every rank's RNG streams, history,
+  best metric), with a clear error when the saved run's model settings differ from the requested ones,
+  a warning for other changed settings, and the logs cut back to what the restored state had logged;
+- per-epoch checkpoints: ``<name>_last.pth``, ``<name>_best.pth`` and, with ``--save_every N``,
+  ``<name>_epoch<E>.pth`` for every epoch E with ``E % N == 0`` (the original's rule and 0-based epoch
+  numbering), each with its sidecar, then ``training_state_last.pt``; all written atomically;
+- the stop on a non-finite loss and on a full disk, with a message naming the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from util import distributed
+from util.checkpoint import CheckpointError, WeightsMeta, save_weights
+from util.fileio import DiskFullError, InputFileError, atomic_write_text, remove_stale_tmp_files
+from util.logger import LOG_FILES, Logger
+from util.training import (
+    NonFiniteLossError,
+    get_rng_state,
+    load_training_state,
+    loader_kwargs,
+    make_generator,
+    save_training_state,
+    seed_everything,
+    set_rng_state,
+    train_one_epoch,
+)
+
+__all__ = ["STATE_FILE", "Run", "add_run_arguments", "check_args", "check_batch", "check_points_for_k",
+           "resolve_resume_path", "user_errors", "AT_LEAST_0", "AT_LEAST_1", "POSITIVE", "NON_NEGATIVE", "FRACTION", "PROBABILITY"]
+
+STATE_FILE = "training_state_last.pt"
+
+# Settings that may change between a run and its resumption without a warning.
+_RESUME_FREE = {"resume", "overwrite", "exp_name", "output_dir", "stop_after", "no_progress", "num_workers", "wandb",
+                "wandb_project", "print_freq", "data_root", "device", "argv", "preset"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, default_name: str, data_help: str,
+                      num_workers_help: str) -> None:
+    """The arguments every training script has: run directory, data, device, seeding, resume, logging."""
+    g = parser.add_argument_group("run")
+    g.add_argument("--exp_name", type=str, default=None,
+                   help=f"run name; output goes to <output_dir>/<exp_name> (default '{default_name}', or the "
+                        "resumed run)")
+    g.add_argument("--output_dir", type=str, default="runs", help="parent directory of runs")
+    g.add_argument("--data_root", type=str, default="data", help=data_help)
+    g.add_argument("--device", type=str, default="auto", help="auto | cpu | cuda | cuda:N")
+    g.add_argument("--seed", type=int, default=1, help="random seed (original: 1)")
+    g.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels (torch.use_deterministic_algorithms, cuDNN deterministic)")
+    g.add_argument("--resume", type=str, default=None,
+                   help=f"run directory or {STATE_FILE} to continue (at the epoch after the last finished one)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="delete an existing run of the same name and start over (without it, a non-empty run "
+                        "directory is never overwritten)")
+    g.add_argument("--num_workers", type=int, default=4, help=num_workers_help)
+    g.add_argument("--amp", type=str, default="none", choices=["none", "bf16", "fp16"],
+                   help="autocast on CUDA (original: fp32); ignored on CPU")
+    g.add_argument("--grad_clip", type=float, default=None, help="clip the gradient norm (original: none)")
+    g.add_argument("--max_steps_per_epoch", type=int, default=None, help="cap the steps per epoch (quick runs)")
+    g.add_argument("--stop_after", type=int, default=None,
+                   help="stop cleanly after this many epochs in this invocation (time-limited jobs); continue "
+                        "later with --resume")
+    g.add_argument("--save_every", type=int, default=0,
+                   help="also keep the weights of every epoch E with E %% N == 0 (0-based, as the original's "
+                        "--save_freq, which defaulted to 50); 0 = only best and last")
+    g.add_argument("--print_freq", type=int, default=50, help="log every N steps (original: 50)")
+    g.add_argument("--no_progress", action="store_true", help="no tqdm bars")
+    g.add_argument("--wandb", type=str, default="disabled", choices=["online", "offline", "disabled"],
+                   help="Weights & Biases logging (the original always logged online)")
+    g.add_argument("--wandb_project", type=str, default="CrossPoint", help="wandb project")
+
+
+Rule = tuple[Callable[[Any], bool], str]
+AT_LEAST_0: Rule = (lambda v: v >= 0, "at least 0")
+AT_LEAST_1: Rule = (lambda v: v >= 1, "at least 1")
+POSITIVE: Rule = (lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+NON_NEGATIVE: Rule = (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+FRACTION: Rule = (lambda v: 0.0 < v < 1.0, "in (0, 1)")
+PROBABILITY: Rule = (lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+
+
+def check_args(prog: str, args: argparse.Namespace, rules: Mapping[str, Rule]) -> None:
+    """Validate flags before anything is created: ``rules`` plus those of the run arguments.
+
+    A flag that is None (not given) is skipped. Raises SystemExit naming the first bad flag, its value and
+    what it must be.
+    """
+    run_rules = {"stop_after": AT_LEAST_1, "max_steps_per_epoch": AT_LEAST_1, "num_workers": AT_LEAST_0,
+                 "save_every": AT_LEAST_0, "print_freq": AT_LEAST_0, "grad_clip": POSITIVE}
+    for name, (ok, must) in {**run_rules, **rules}.items():
+        value = getattr(args, name)
+        if value is not None and not ok(value):
+            raise SystemExit(f"{prog}: --{name} must be {must}, got {value}.")
+    if getattr(args, "resume", None) and getattr(args, "overwrite", False):
+        raise SystemExit(f"{prog}: --resume continues a run and --overwrite deletes it; pass only one.")
+
+
+def check_batch(prog: str, batch_size: int, world_size: int, why_two: str) -> None:
+    """The global batch must split evenly over the DDP ranks, with at least 2 samples per rank."""
+    if batch_size % world_size:
+        raise SystemExit(f"{prog}: --batch_size {batch_size} (global) is not divisible by the {world_size} DDP "
+                         "processes.")
+    if batch_size // world_size < 2:
+        raise SystemExit(f"{prog}: {why_two} needs at least 2 samples per batch per process; raise --batch_size.")
+
+
+def check_points_for_k(prog: str, num_points: int | None, k: int | None) -> None:
+    """DGCNN takes the k nearest neighbours among a cloud's points: it needs num_points >= k."""
+    if num_points is not None and k is not None and num_points < k:
+        raise SystemExit(f"{prog}: --num_points {num_points} is smaller than --k {k}; DGCNN needs at least k "
+                         "points per cloud.")
+
+
+@contextlib.contextmanager
+def user_errors(prog: str) -> Iterator[None]:
+    """Turn an error caused by the user's files (a bad checkpoint, dataset or path) into one message line."""
+    try:
+        yield
+    except (InputFileError, FileNotFoundError, NotADirectoryError) as err:
+        raise SystemExit(f"{prog}: error: {err}") from err
+
+
+def resolve_resume_path(path: str | os.PathLike, prog: str) -> Path:
+    """A run directory, its checkpoints/ folder or the state file itself -> the training-state file.
+
+    Raises SystemExit with a message naming every place looked at when none holds the state file.
+    """
+    p = Path(path)
+    candidates = (p, p / STATE_FILE, p / "checkpoints" / STATE_FILE)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise SystemExit(
+        f"{prog}: --resume {path}: no {STATE_FILE} found (looked at {', '.join(map(str, candidates))}). "
+        "Pass the run directory of a previous run of the same script."
+    )
+
+
+def json_config(args: argparse.Namespace, device: torch.device, info: distributed.DistInfo,
+                extra: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved configuration: every flag, the device, the process count, versions and ``extra``.
+
+    Forced to plain JSON types, so ``torch.load(weights_only=True)`` reads it back from a training state.
+    """
+    cfg = dict(vars(args))
+    cfg.update(resolved_device=str(device), world_size=info.world_size,
+               batch_size_per_rank=args.batch_size // info.world_size, torch_version=str(torch.__version__),
+               python_version=platform.python_version(), **extra)
+    return json.loads(json.dumps(cfg, default=str))
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------
+
+
+class Run:
+    """One training run: its directory, config, logger, resume state, per-epoch checkpoints and stop rules.
+
+    Args:
+        prog: the script name used in messages ("train_crossmodal.py").
+        args: the parsed flags (run arguments from :func:`add_run_arguments` plus the script's own).
+        info: this process's place in the (possibly distributed) job.
+        device: the training device.
+        default_name: run name when ``--exp_name`` is not given and nothing is resumed.
+    """
+
+    def __init__(self, prog: str, args: argparse.Namespace, info: distributed.DistInfo, device: torch.device,
+                 default_name: str) -> None:
+        self.prog, self.args, self.info, self.device = prog, args, info, device
+        self.resume_path = resolve_resume_path(args.resume, prog) if args.resume else None
+        resumed_dir = self.resume_path.parent.parent if self.resume_path is not None else None
+        if args.exp_name is None:
+            self.run_dir = resumed_dir if resumed_dir is not None else Path(args.output_dir) / default_name
+        else:
+            self.run_dir = Path(args.output_dir) / args.exp_name
+        args.exp_name = self.run_dir.name
+        self._check_run_dir(resumed_dir)
+        seed_everything(args.seed, deterministic=args.deterministic)
+        self.generators: dict[str, torch.Generator] = {}
+        self.models: dict[str, nn.Module] = {}
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: Any = None
+        self.scaler: torch.amp.GradScaler | None = None
+        self.config: dict[str, Any] = {}
+        self.logger = Logger(self.run_dir, enabled=False)
+        self.start_epoch = 0
+        self.best_metric = -math.inf
+        self.best_epoch = -1
+        self.history: list[dict[str, Any]] = []
+        self.steps_per_epoch = 0
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def is_main(self) -> bool:
+        return self.info.is_main
+
+    def _check_run_dir(self, resumed_dir: Path | None) -> None:
+        """A non-empty run directory is continued (--resume), deleted (--overwrite) or refused."""
+        same = resumed_dir is not None and resumed_dir.resolve() == self.run_dir.resolve()
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise SystemExit(f"{self.prog}: the run directory {self.run_dir} is a file; choose another "
+                             "--exp_name or --output_dir.")
+        if same or self.args.overwrite or not self.run_dir.is_dir():
+            return
+        held = sorted(p.name for p in self.run_dir.iterdir())
+        if held:
+            raise SystemExit(
+                f"{self.prog}: the run directory {self.run_dir} already holds a run ({', '.join(held[:6])}"
+                f"{', ...' if len(held) > 6 else ''}). Nothing was changed. Continue it with --resume "
+                f"{self.run_dir}, start it over with --overwrite (deletes it), or choose another --exp_name."
+            )
+
+    # -- building -----------------------------------------------------------------------------
+
+    def train_loader(self, dataset: Dataset, batch_size: int, num_workers: int,
+                     persistent_workers: bool = False) -> DataLoader:
+        """The shuffled training loader: ``batch_size`` is the global batch, split over the DDP ranks.
+
+        ``drop_last`` is on (a one-sample batch breaks BatchNorm; NT-Xent needs >= 2 samples). Shuffling
+        and worker seeds come from a generator whose state is saved with every checkpoint.
+        """
+        info = self.info
+        sampler = (DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                      seed=self.args.seed, drop_last=True) if info.is_distributed else None)
+        generator = make_generator(self.args.seed + info.rank)
+        self.generators["train_loader"] = generator
+        loader = DataLoader(dataset, batch_size=batch_size // info.world_size, shuffle=sampler is None,
+                            sampler=sampler, drop_last=True,
+                            **loader_kwargs(self.device, num_workers, generator, persistent_workers))
+        self.steps_per_epoch = min(len(loader), self.args.max_steps_per_epoch or len(loader))
+        return loader
+
+    def start(self, models: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer, scheduler: Any,
+              scaler: torch.amp.GradScaler | None, config_extra: Mapping[str, Any],
+              model_settings: Sequence[str]) -> None:
+        """Write config.json and open the logs, or restore the training state with ``--resume``.
+
+        Args:
+            models: name -> module (unwrapped) whose weights the training state holds.
+            optimizer, scheduler, scaler: their states are saved and restored.
+            config_extra: further config entries (sizes, resolved model arguments, data kind, ...).
+            model_settings: config keys that fix the models' shapes; resuming with other values is refused
+                with a message naming them.
+        """
+        self.models, self.optimizer, self.scheduler, self.scaler = dict(models), optimizer, scheduler, scaler
+        self.config = json_config(self.args, self.device, self.info, config_extra)
+        state = None
+        if self.resume_path is not None:
+            state = self._restore(model_settings)
+        elif self.info.world_size > 1:
+            # DDP broadcasts rank 0's initial weights; the augmentations must differ between ranks.
+            seed_everything(self.args.seed + self.info.rank, deterministic=self.args.deterministic)
+        if self.is_main:
+            if self.args.overwrite and self.run_dir.is_dir() and self.resume_path is None:
+                shutil.rmtree(self.run_dir)
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            removed = remove_stale_tmp_files(self.ckpt_dir) + remove_stale_tmp_files(self.run_dir)
+            cut = self._cut_logs(state) if state is not None else []
+            self.logger = Logger(self.run_dir, wandb_mode=self.args.wandb, config=self.config,
+                                 project=self.args.wandb_project, run_name=self.args.exp_name)
+            atomic_write_text(self.run_dir / "config.json", json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+            for path in removed:
+                self.logger.info(f"Removed {path}, a partial file left by an interrupted run.")
+            for line in cut:
+                self.logger.info(line)
+            if self.args.amp != "none" and self.device.type != "cuda":
+                self.logger.info(f"--amp {self.args.amp} is ignored on {self.device.type}: training in full precision.")
+            if self.resume_path is not None:
+                self.logger.info(f"Resumed from {self.resume_path}: continuing at epoch {self.start_epoch} of "
+                                 f"{self.args.epochs}.")
+        distributed.barrier()
+
+    def _restore(self, model_settings: Sequence[str]) -> dict[str, Any]:
+        """Load the training state into the run and restore this rank's RNGs (exact continuation)."""
+        path = self.resume_path
+        try:
+            state = load_training_state(path, models=self.models, optimizer=self.optimizer, scheduler=self.scheduler,
+                                        scaler=self.scaler, map_location=self.device,
+                                        check_config=lambda saved: self._check_settings(saved, model_settings))
+        except CheckpointError as err:
+            raise SystemExit(f"{self.prog}: --resume: {err}") from None
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise SystemExit(
+                f"{self.prog}: --resume: {path} does not fit the models built for this run ({_first_line(err)}). "
+                "Resume with the same model settings as the saved run (see its config.json)."
+            ) from None
+        self._warn_config_changes(state.get("config") or {}, model_settings)
+        self.start_epoch = int(state["epoch"]) + 1
+        extra = state["extra"]
+        self.best_metric = float(extra.get("best_metric", -math.inf))
+        self.best_epoch = int(extra.get("best_epoch", -1))
+        self.history = list(extra.get("history", []))
+        rng = state["rng"]
+        rng_list = rng if isinstance(rng, list) else [rng]
+        if len(rng_list) == self.info.world_size:
+            set_rng_state(rng_list[self.info.rank], self.generators)
+        else:
+            warnings.warn(f"{path} holds RNG states for {len(rng_list)} processes, this run has "
+                          f"{self.info.world_size}; RNGs are re-seeded, so the continuation is not bit-exact.",
+                          stacklevel=3)
+            seed_everything(self.args.seed + 1000 * self.start_epoch + self.info.rank)
+        return state
+
+    def _check_settings(self, saved: Mapping[str, Any] | None, model_settings: Sequence[str]) -> None:
+        """Refuse to resume when a shape-defining setting differs from the saved run's (before loading)."""
+        saved = saved or {}
+        now = self.config
+        changed = [f"{name}: saved {saved[name]!r}, requested {now.get(name)!r}" for name in model_settings
+                   if name in saved and saved[name] != now.get(name)]
+        if changed:
+            raise SystemExit(
+                f"{self.prog}: --resume {self.resume_path}: the saved run was trained with other model settings "
+                f"({'; '.join(changed)}). Resume with the saved settings (drop or fix those flags), or start a new "
+                "run with another --exp_name."
+            )
+
+    def _warn_config_changes(self, saved: Mapping[str, Any], model_settings: Sequence[str]) -> None:
+        ignore = _RESUME_FREE | set(model_settings)
+        changed = {k: (saved[k], v) for k, v in self.config.items()
+                   if k in saved and k not in ignore and saved[k] != v}
+        if changed and self.is_main:
+            warnings.warn(f"Resuming with settings that differ from the saved run (saved -> now): {changed}",
+                          stacklevel=4)
+
+    def _cut_logs(self, state: Mapping[str, Any]) -> list[str]:
+        """Cut log.txt / metrics.jsonl back to their size when the restored state was saved.
+
+        Whatever a killed run logged after its last checkpoint (step records, an epoch line whose
+        checkpoint was never written) is redone by the resumed run, so keeping it would repeat records.
+        """
+        offsets = state["extra"].get("log_offsets") or {}
+        notes = []
+        for name in LOG_FILES:
+            path, size = self.run_dir / name, offsets.get(name)
+            if size is None or not path.is_file():
+                continue
+            actual = path.stat().st_size
+            if actual > size:
+                with open(path, "r+b") as f:
+                    f.truncate(size)
+                notes.append(f"Removed {actual - size} bytes that the interrupted run logged to {name} after its "
+                             f"last checkpoint (epoch {state['epoch']}).")
+            elif actual < size:
+                notes.append(f"{path} is shorter than when the last checkpoint was written; left as it is.")
+        return notes
+
+    # -- the epoch loop -----------------------------------------------------------------------
+
+    def epochs(self) -> range:
+        """The epochs this invocation trains (``--stop_after`` limits them)."""
+        args = self.args
+        end = args.epochs if args.stop_after is None else min(args.epochs, self.start_epoch + args.stop_after)
+        if self.start_epoch >= args.epochs:
+            self.logger.info(f"Nothing to do: the run already finished its {args.epochs} epochs.")
+        return range(self.start_epoch, end)
+
+    @property
+    def finished(self) -> bool:
+        """All ``--epochs`` are done (history has the last epoch)."""
+        return bool(self.history) and self.history[-1]["epoch"] + 1 >= self.args.epochs
+
+    def train_epoch(self, step_fn: Callable, loader: DataLoader, epoch: int) -> dict[str, float]:
+        """One epoch of ``util.training.train_one_epoch`` with this run's optimizer, scaler and flags."""
+        args = self.args
+        return train_one_epoch(
+            step_fn, loader, self.optimizer, self.device, epoch, self.logger if self.is_main else None,
+            scaler=self.scaler, max_steps=args.max_steps_per_epoch, log_every=args.print_freq,
+            progress=self.is_main and not args.no_progress, grad_clip_norm=args.grad_clip,
+            world_size=self.info.world_size, desc=f"epoch {epoch}/{args.epochs}",
+        )
+
+    def select(self, epoch: int, metric: float | None, ties_replace: bool, best_if_unmeasured: bool = False) -> bool:
+        """Decide whether ``epoch`` is the best so far; the same answer on every rank.
+
+        Args:
+            epoch: the finished epoch.
+            metric: the selection metric measured this epoch on the main rank (higher is better), or None
+                when nothing was measured.
+            ties_replace: a later epoch with an equal metric replaces the kept one (``>=``) instead of ``>``.
+            best_if_unmeasured: with no metric, the epoch counts as best (best = last, e.g. without a probe).
+        Returns:
+            True when the epoch is the new best (``best_metric`` / ``best_epoch`` are updated).
+        """
+        if metric is None:
+            is_best = best_if_unmeasured
+        else:
+            is_best = metric >= self.best_metric if ties_replace else metric > self.best_metric
+        is_best = bool(distributed.broadcast_object(is_best))
+        if is_best:
+            if metric is not None:
+                self.best_metric = float(metric)
+            self.best_epoch = epoch
+        self.best_metric, self.best_epoch = distributed.broadcast_object((self.best_metric, self.best_epoch))
+        return is_best
+
+    def end_epoch(self, epoch: int, record: dict[str, Any], is_best: bool,
+                  weights: Mapping[str, tuple[nn.Module, WeightsMeta]], line: str) -> None:
+        """Record the epoch, log it, and write its checkpoints (rank 0; every rank contributes its RNG state).
+
+        Args:
+            epoch: the finished epoch (0-based).
+            record: its numbers (``epoch`` included); appended to the history and to metrics.jsonl.
+            is_best: what :meth:`select` returned for this epoch.
+            weights: name -> (module, sidecar); written as ``<name>_last.pth``, ``<name>_best.pth`` when
+                best, ``<name>_epoch<E>.pth`` per ``--save_every``.
+            line: the epoch's log line ("[best]" is appended).
+        """
+        self.history.append(record)
+        rng_states = distributed.all_gather_object(get_rng_state(self.generators))
+        if self.is_main:
+            # Logged before the checkpoint: the state then records log sizes that include this epoch, and a
+            # kill in between is undone on resume (the logs are cut back to the previous checkpoint).
+            self.logger.log({f"epoch/{k}": v for k, v in record.items()}, step=(epoch + 1) * self.steps_per_epoch)
+            self.logger.info(line + (" [best]" if is_best else ""))
+            tags = ["last"] + (["best"] if is_best else [])
+            if self.args.save_every and epoch % self.args.save_every == 0:
+                tags.append(f"epoch{epoch}")
+            for name, (module, meta) in weights.items():
+                state = {k: v.detach().cpu() for k, v in distributed.unwrap(module).state_dict().items()}
+                for tag in tags:
+                    save_weights(state, self.ckpt_dir / f"{name}_{tag}.pth", meta)
+            save_training_state(
+                self.ckpt_dir / STATE_FILE, models=self.models, optimizer=self.optimizer, epoch=epoch,
+                scheduler=self.scheduler, scaler=self.scaler, config=self.config,
+                rng=rng_states if self.info.world_size > 1 else rng_states[0],
+                extra={"best_metric": self.best_metric, "best_epoch": self.best_epoch, "history": self.history,
+                       "log_offsets": self.logger.file_sizes()},
+            )
+        distributed.barrier()
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Turn a non-finite loss or a full disk into one clear message (logged) and a non-zero exit."""
+        try:
+            yield
+        except NonFiniteLossError as err:
+            last_good = self.ckpt_dir / STATE_FILE
+            where = (f"The last good checkpoint is {last_good} (epoch {self.history[-1]['epoch']}); resume from "
+                     f"it with --resume {self.run_dir} after fixing the cause." if self.history and last_good.is_file()
+                     else "No checkpoint had been written yet.")
+            self._fail(f"ERROR: training stopped: {err}\nNo weights were written for the failing epoch. {where}", err)
+        except DiskFullError as err:
+            state = self.ckpt_dir / STATE_FILE
+            kept = (f"The last complete training state, {state}, is intact; continue with --resume {self.run_dir} "
+                    "once there is space." if state.is_file() else "No training state had been written yet.")
+            self._fail(f"ERROR: training stopped: {err}\n{kept}", err)
+
+    def _fail(self, msg: str, err: BaseException) -> None:
+        try:
+            self.logger.info(msg)
+        except OSError:
+            print(msg, file=sys.stderr, flush=True)  # the log itself could not be written (full disk)
+        with contextlib.suppress(OSError):
+            self.logger.close()
+        raise SystemExit(msg) from err
+
+    def close(self) -> None:
+        self.logger.close()
+
+    def summary(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "history": self.history, "best_metric": self.best_metric,
+                "best_epoch": self.best_epoch}
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
