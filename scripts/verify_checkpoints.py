@@ -2,8 +2,12 @@
 
     python scripts/verify_checkpoints.py checkpoints/official [more files or folders]
 
-Prints one line per .pth file: which original module it is, and that it loaded with nothing
-missing or unexpected. Exits non-zero if any file fails to load.
+Prints, per .pth file, which original module it is (decided by its keys, not its name), that it loaded
+with nothing missing or unexpected, and the command that uses it. The published part-segmentation file
+``dgcnn_partseg_best.pth`` is used by the original scripts/script.sh as ``--pretrained_path`` of the
+fine-tuning: if it holds the part-seg *encoder* (no conv11), that is what it is; if it holds a fine-tuned
+network (conv11 present), it is evaluated with ``train_partseg.py --eval --model_path``. Exits non-zero if
+any file fails to load.
 """
 
 import argparse
@@ -15,31 +19,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import build_image_encoder  # noqa: E402
 from models.dgcnn import DGCNN, DGCNNPartSeg  # noqa: E402
 from util.checkpoint import load_pretrained, load_state_dict_file  # noqa: E402
+from util.presets import PARTSEG_K, PRETRAIN_K  # noqa: E402
 
 
-def identify(state_dict: dict) -> tuple[str, object]:
-    """Name the original module a state dict belongs to and build the matching project model.
+def identify(state_dict: dict, path: Path) -> tuple[str, object, str]:
+    """Name the original module a state dict belongs to, build the matching project model, say how to use it.
 
     Args:
         state_dict: a loaded state dict (``module.`` prefix already stripped).
+        path: the file (for the printed command).
     Returns:
-        (description, freshly built model to load it into).
+        (description, freshly built model to load it into, the command that uses the file).
     """
     if "resnet.conv1.weight" in state_dict:
         arch = "resnet50" if state_dict["inv_head.0.weight"].shape[1] == 2048 else "resnet18"
-        return f"image encoder ({arch})", build_image_encoder(arch)
+        return (f"image encoder ({arch})", build_image_encoder(arch),
+                "the image branch of pretraining; no downstream command uses it")
     if "transform_net.transform.weight" in state_dict:
         emb_dims = state_dict["conv6.0.weight"].shape[0]
         if "conv11.weight" in state_dict:
             num_parts = state_dict["conv11.weight"].shape[0]
-            return (
-                f"DGCNN part-seg network, fine-tuned (emb_dims {emb_dims}, {num_parts} parts)",
-                DGCNNPartSeg(k=40, emb_dims=emb_dims, num_parts=num_parts),
-            )
-        return f"DGCNN part-seg encoder, pretrained (emb_dims {emb_dims})", DGCNNPartSeg(k=40, emb_dims=emb_dims, pretrain=True)
+            return (f"DGCNN part-seg network, fine-tuned (emb_dims {emb_dims}, {num_parts} parts)",
+                    DGCNNPartSeg(k=PARTSEG_K, emb_dims=emb_dims, num_parts=num_parts),
+                    f"python train_partseg.py --eval --model_path {path}")
+        return (f"DGCNN part-seg encoder, pretrained (emb_dims {emb_dims})",
+                DGCNNPartSeg(k=PARTSEG_K, emb_dims=emb_dims, pretrain=True),
+                f"python train_partseg.py --pretrained_path {path}  (the original scripts/script.sh)")
     if "conv5.0.weight" in state_dict:
         emb_dims = state_dict["conv5.0.weight"].shape[0]
-        return f"DGCNN classification encoder (emb_dims {emb_dims})", DGCNN(k=20, emb_dims=emb_dims)
+        return (f"DGCNN classification encoder (emb_dims {emb_dims})", DGCNN(k=PRETRAIN_K, emb_dims=emb_dims),
+                f"python eval_svm.py --model_path {path} --k {PRETRAIN_K}  (also eval_fewshot.py, embed.py, "
+                f"train_cls.py --pretrained_path)")
     raise ValueError("not a CrossPoint checkpoint: no DGCNN, part-seg or ResNet keys (e.g. conv1.0.weight)")
 
 
@@ -57,13 +67,13 @@ def main(argv=None) -> int:
     for path in files:
         try:
             state_dict = load_state_dict_file(path)
-            description, model = identify(state_dict)
+            description, model, use = identify(state_dict, path)
             load_pretrained(model, state_dict)
         except (ValueError, FileNotFoundError, RuntimeError) as error:
             failures += 1
             print(f"FAIL {path}: {error}")
             continue
-        print(f"ok   {path}: {description}, {len(state_dict)} tensors, loaded strictly")
+        print(f"ok   {path}: {description}, {len(state_dict)} tensors, loaded strictly\n     use: {use}")
     return 1 if failures else 0
 
 

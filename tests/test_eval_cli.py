@@ -9,7 +9,11 @@ import torch
 
 import eval_fewshot
 import eval_svm
-from util.checkpoint import save_weights
+from datasets.classification import ClassificationData
+from models import build_point_encoder
+from util.checkpoint import CheckpointError, save_weights
+from util.encoders import load_point_encoder
+from util.frozen_eval import feature_cache_key
 
 NUM_POINTS = "128"
 COMMON = ["--num_points", NUM_POINTS, "--batch_size", "16", "--device", "cpu", "--no_progress"]
@@ -18,8 +22,6 @@ COMMON = ["--num_points", NUM_POINTS, "--batch_size", "16", "--device", "cpu", "
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:
     """A tiny DGCNN point encoder (k=5, emb_dims=32) saved with its sidecar meta."""
-    from models import build_point_encoder
-
     torch.manual_seed(0)
     model = build_point_encoder("dgcnn", k=5, emb_dims=32)
     path = tmp_path_factory.mktemp("ckpt") / "point_encoder_best.pth"
@@ -66,13 +68,15 @@ def test_svm_modelnet40_cached_equals_fresh(tiny_ckpt, tiny_data_root, tmp_path,
 
 
 def test_cache_key_changes_with_model_args(tiny_ckpt, tiny_data_root):
-    model, info = eval_svm.build_model_from_checkpoint(tiny_ckpt, verbose=False)
-    key = eval_svm.feature_cache_key(info, "modelnet40", None, "train", 128, tiny_data_root)
-    assert key == eval_svm.feature_cache_key(info, "modelnet40", None, "train", 128, tiny_data_root)
+    info = load_point_encoder(tiny_ckpt, build_point_encoder, verbose=False).info()
+    fields = ClassificationData("modelnet40", tiny_data_root, num_points=128).cache_fields()
+    key = feature_cache_key(info, fields, "train")
+    assert key == feature_cache_key(info, fields, "train")
     other = dict(info, model_args={"k": 6, "emb_dims": 32})
-    assert key != eval_svm.feature_cache_key(other, "modelnet40", None, "train", 128, tiny_data_root)
-    assert key != eval_svm.feature_cache_key(info, "modelnet40", None, "test", 128, tiny_data_root)
-    assert key != eval_svm.feature_cache_key(info, "modelnet40", None, "train", 64, tiny_data_root)
+    assert key != feature_cache_key(other, fields, "train")
+    assert key != feature_cache_key(info, fields, "test")
+    assert key != feature_cache_key(info, ClassificationData("modelnet40", tiny_data_root, num_points=64).cache_fields(),
+                                     "train")
 
 
 def test_svm_scanobjectnn_grid_and_plot(tiny_ckpt, tiny_data_root, tmp_path, cache_dir, capsys):
@@ -99,16 +103,16 @@ def test_not_a_point_encoder_names_keys(tiny_data_root, tmp_path):
 
     img = tmp_path / "image_encoder.pth"
     save_weights(build_image_encoder("resnet18").state_dict(), img)
-    with pytest.raises(eval_svm.CheckpointError, match=r"point-encoder checkpoint.*\n.*resnet\.conv1\.weight"):
+    with pytest.raises(CheckpointError, match=r"point-encoder checkpoint.*\n.*resnet\.conv1\.weight"):
         _svm(img, tiny_data_root, tmp_path)
     # with a sidecar saying what it is, the error says so before loading anything
     save_weights(build_image_encoder("resnet18").state_dict(), img, {"model": "resnet18", "kind": "image_encoder"})
-    with pytest.raises(eval_svm.CheckpointError, match="kind='image_encoder'"):
+    with pytest.raises(CheckpointError, match="kind='image_encoder'"):
         _svm(img, tiny_data_root, tmp_path)
 
 
 def test_shape_mismatch_names_keys(tiny_ckpt, tiny_data_root, tmp_path):
-    with pytest.raises(eval_svm.CheckpointError, match=r"shape mismatch.*conv5\.0\.weight"):
+    with pytest.raises(CheckpointError, match=r"shape mismatch.*conv5\.0\.weight"):
         _svm(tiny_ckpt, tiny_data_root, tmp_path, "--emb_dims", "48")
 
 
@@ -143,22 +147,21 @@ def test_official_partseg_files(tmp_path, repo_root):
     """The published part-seg pretraining file loads as dgcnn_seg; the fine-tuned one is refused by name."""
     pre = tmp_path / "dgcnn_partseg_pretrain.pth"
     torch.save(_official_state_dict(repo_root, "dgcnn_partseg_pretrain"), pre)
-    model, info = eval_svm.build_model_from_checkpoint(pre, verbose=False)
+    encoder = load_point_encoder(pre, build_point_encoder, verbose=False)
+    info, model = encoder.info(), encoder.model
     assert info["model"] == "dgcnn_seg" and info["model_args"]["emb_dims"] == 1024
     with torch.no_grad():
         assert model(torch.randn(2, 3, 32)).shape == (2, 1024)
     fin = tmp_path / "dgcnn_partseg_best.pth"
     torch.save(_official_state_dict(repo_root, "dgcnn_partseg_finetune"), fin)
-    with pytest.raises(eval_svm.CheckpointError, match=r"point-encoder checkpoint.*\n.*not in the model.*conv7"):
-        eval_svm.build_model_from_checkpoint(fin, verbose=False)
+    with pytest.raises(CheckpointError, match=r"point-encoder checkpoint.*\n.*not in the model.*conv7"):
+        load_point_encoder(fin, build_point_encoder, verbose=False)
 
 
 def test_k_defaults_to_published_without_meta(tmp_path, capsys):
-    from models import build_point_encoder
-
     path = tmp_path / "plain.pth"
     torch.save(build_point_encoder("dgcnn", k=5, emb_dims=32).state_dict(), path)
-    _, info = eval_svm.build_model_from_checkpoint(path)
+    info = load_point_encoder(path, build_point_encoder).info()
     assert info["model_args"] == {"k": 15, "emb_dims": 32}
     assert "k=15 (from published default" in capsys.readouterr().out
 
@@ -208,3 +211,31 @@ def test_fewshot_too_few_samples_names_class(tiny_ckpt, tiny_data_root, tmp_path
             "--output", str(tmp_path / "f.json"), *COMMON]
     with pytest.raises(FewShotDataError, match=r"class \d+ .*has \d+ training samples, needs m_shot \+ n_query"):
         eval_fewshot.main(args)
+
+
+def test_svm_C_select_cv_records_the_choice(tiny_ckpt, tiny_data_root, tmp_path, cache_dir, capsys):
+    _, saved = _svm(tiny_ckpt, tiny_data_root, tmp_path, "--cache_dir", str(cache_dir), "--C_grid", "0.01", "1",
+                    "--C_select", "cv", "--cv_folds", "3", "--seed", "2")
+    sel = saved["C_selection"]
+    assert sel["method"] == "cv" and sel["folds"] == 3 and sel["seed"] == 2 and len(sel["fold_sizes"]) == 3
+    assert set(sel["cv_accuracy"]) == {"0.01", "1.0"} and saved["C"] == sel["chosen_C"]
+    assert not saved["C_selected_on_test"] and len(saved["results"]) == 1  # test is scored once
+    assert "chosen by 3-fold CV on the train split" in capsys.readouterr().out
+    # the default without a grid stays the original's fixed C
+    _, fixed = _svm(tiny_ckpt, tiny_data_root, tmp_path, "--cache_dir", str(cache_dir), name="fixed.json")
+    assert fixed["C_selection"]["method"] == "fixed" and fixed["C"] == 0.01
+
+
+def test_fewshot_feeds_every_stored_point_by_default(tiny_ckpt, tiny_data_root, tmp_path, cache_dir, capsys):
+    """The original eval_fewshot.py never used its --num_points flag: the whole stored cloud goes in."""
+    common = ["--model_path", str(tiny_ckpt), "--data_root", str(tiny_data_root), "--cache_dir", str(cache_dir),
+              "--k_way", "2", "--m_shot", "1", "--n_query", "1", "--n_runs", "3", "--batch_size", "16",
+              "--device", "cpu", "--no_progress"]
+    full = eval_fewshot.main(common + ["--output", str(tmp_path / "all.json")])
+    saved = json.loads((tmp_path / "all.json").read_text())
+    assert full["num_points"] == saved["num_points"] == 2048 and saved["num_points_requested"] == "all stored"
+    assert saved["sem"] > 0 and "standard error of the mean" in capsys.readouterr().out
+    cut = eval_fewshot.main(common + ["--num_points", "128", "--output", str(tmp_path / "cut.json")])
+    assert cut["num_points"] == 128 and json.loads((tmp_path / "cut.json").read_text())["num_points_requested"] == 128
+    assert eval_fewshot.build_parser().parse_args(["--model_path", "x"]).num_points is None
+    assert eval_svm.build_parser().parse_args(["--model_path", "x"]).num_points == 1024

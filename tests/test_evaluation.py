@@ -162,3 +162,39 @@ def test_plots_write_pngs(tmp_path):
     assert (tmp_path / "t.png").stat().st_size > 1000 and (tmp_path / "c.png").stat().st_size > 1000
     cm = confusion_matrix(np.array([0, 0, 1]), np.array([0, 1, 1]), 2)
     assert cm.tolist() == [[1, 1], [0, 1]]
+
+
+def test_cv_choice_of_C_never_reads_the_test_split():
+    """Choosing C by cross-validation depends on the training split only: shuffled test labels and noise as
+    test features leave the choice and the CV accuracies unchanged."""
+    from util.frozen_eval import SVMConfig, evaluate_svm
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(3, 8)) * 2.0
+    train_y = np.repeat(np.arange(3), 12)
+    test_y = np.repeat(np.arange(3), 6)
+    feats = {"train_f": centers[train_y] + rng.normal(size=(36, 8)), "train_y": train_y,
+             "test_f": centers[test_y] + rng.normal(size=(18, 8)), "test_y": test_y}
+    svm = SVMConfig([0.001, 0.1, 10.0], "cv", cv_folds=3, seed=4)
+    real = evaluate_svm(feats, svm, verbose=False)
+    garbage = dict(feats, test_f=rng.normal(size=(18, 8)) * 100, test_y=rng.permutation(test_y))
+    other = evaluate_svm(garbage, svm, verbose=False)
+    assert real["selection"]["cv_accuracy"] == other["selection"]["cv_accuracy"]
+    assert real["selection"]["chosen_C"] == other["selection"]["chosen_C"]
+    assert real["selection"]["assignment_sha1"] == other["selection"]["assignment_sha1"]
+    assert len(real["results"]) == 1 and real["best"]["C"] == real["selection"]["chosen_C"]
+
+
+def test_cv_needs_enough_samples_per_class():
+    from util.evaluation import FewShotDataError, cross_validate_C
+
+    with pytest.raises(FewShotDataError, match="at least 5 training samples per class"):
+        cross_validate_C(np.zeros((6, 2)), np.array([0, 0, 0, 1, 1, 1]), [1.0], folds=5)
+
+
+def test_few_shot_reports_the_standard_error():
+    rng = np.random.default_rng(0)
+    feats, labels = rng.normal(size=(60, 4)), np.repeat(np.arange(3), 20)
+    res = few_shot(feats, labels, k_way=2, m_shot=3, n_query=3, n_runs=6, seed=1)
+    assert res["sem"] == pytest.approx(np.std(res["accs"], ddof=1) / np.sqrt(6))
+    assert res["std"] == pytest.approx(np.std(res["accs"]))

@@ -37,6 +37,10 @@ def test_notebook_executes(repo_root, tiny_data_root, tmp_path, monkeypatch):
         "dataset_names": ["modelnet40", "scanobjectnn"],
         "scanobjectnn_variant": "obj_bg",
         "C": 0.01,
+        "C_select": "cv",
+        "C_grid": [0.01, 1.0],
+        "cv_folds": 3,
+        "seed": 0,
         "num_points": 128,
         "k": None,
         "emb_dims": None,
@@ -62,5 +66,6 @@ def test_notebook_executes(repo_root, tiny_data_root, tmp_path, monkeypatch):
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "modelnet40 linear-SVM accuracy" in text and "scanobjectnn (obj_bg) linear-SVM accuracy" in text
     assert "synthetic" in text
+    assert "chosen by 3-fold CV on the train split" in text  # the notebook exposes --C_select cv
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(images) == 2, json.dumps([c.outputs for c in nb.cells if c.cell_type == "code"])[:2000]

@@ -247,3 +247,17 @@ def test_resume_continues_exactly(tiny_data_root, tmp_path):
     a = torch.load(tmp_path / "full" / "checkpoints" / "partseg_last.pth", weights_only=True)
     b = torch.load(tmp_path / "cut" / "checkpoints" / "partseg_last.pth", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_select_best_on_test_is_the_original_rule(tiny_data_root, tmp_path):
+    """--select_best_on test keeps the last epoch with the best *unrestricted* test instance mIoU (argmax over
+    all 50 parts, the original's calculate_shape_IoU input), ties replaced by later epochs (>=)."""
+    results = train_partseg.main(_argv(tiny_data_root, tmp_path, "orig", "--emb_dims", "32", "--batch_size", "8",
+                                       "--epochs", "4", "--select_best_on", "test"))
+    records = [json.loads(line) for line in (tmp_path / "orig" / "metrics.jsonl").read_text().splitlines()]
+    scores = [(r["epoch/test/instance_miou_unrestricted"], r["epoch/epoch"]) for r in records
+              if "epoch/test/instance_miou_unrestricted" in r]
+    assert len(scores) == 4
+    assert results["best_epoch"] == max(scores)[1]
+    assert results["selection_value"] == max(scores)[0]
+    assert "unrestricted" in results["selection_metric"] and results["selected_on"] == "test"

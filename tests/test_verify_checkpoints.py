@@ -45,3 +45,17 @@ def test_bad_files_fail_with_the_key_named(tmp_path, capsys, corrupt):
     out = capsys.readouterr().out
     expected = {"extra_key": "linear9.weight", "wrong_shape": "conv2.0.weight", "unknown": "not a CrossPoint checkpoint"}
     assert f"FAIL {tmp_path / 'bad.pth'}" in out and expected[corrupt] in out
+
+
+@pytest.mark.parametrize("kind", ["dgcnn_partseg_pretrain", "dgcnn_partseg_finetune"])
+def test_the_keys_decide_how_the_partseg_file_is_used(tmp_path, capsys, kind):
+    """The published dgcnn_partseg_best.pth is an encoder for --pretrained_path (as the original script.sh uses
+    it) unless its keys show a fine-tuned network; the file name does not decide."""
+    path = tmp_path / "dgcnn_partseg_best.pth"
+    torch.save(_official_state_dict(kind), path)
+    assert verify_checkpoints.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    if kind == "dgcnn_partseg_pretrain":
+        assert f"train_partseg.py --pretrained_path {path}" in out and "--eval" not in out
+    else:
+        assert f"train_partseg.py --eval --model_path {path}" in out and "--pretrained_path" not in out

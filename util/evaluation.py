@@ -12,7 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["extract_features", "linear_svm", "few_shot", "sample_episode", "FewShotDataError", "SVM_SOLVERS"]
+from util.fileio import InputFileError
+
+__all__ = ["extract_features", "linear_svm", "cross_validate_C", "few_shot", "sample_episode", "FewShotDataError",
+           "SVM_SOLVERS"]
 
 SVM_SOLVERS = ("svc", "svc_precomputed")
 
@@ -162,7 +165,7 @@ def linear_svm(
     }
 
 
-class FewShotDataError(ValueError):
+class FewShotDataError(InputFileError):
     """A dataset cannot supply the requested few-shot episodes (names the class that is short)."""
 
 
@@ -288,8 +291,9 @@ def few_shot(
         return_episodes: also return the sampled (classes, support_idx, query_idx) per run.
 
     Returns:
-        dict(mean=..., std=..., accs=[...]) with accuracies in [0, 1] (std is numpy's population std, as in
-        the original), plus the protocol settings; ``episodes`` when requested.
+        dict(mean=..., std=..., sem=..., accs=[...]) with accuracies in [0, 1]: std is numpy's population std,
+        as in the original; sem is the standard error of the mean, std(ddof=1) / sqrt(n_runs) (None for one
+        run); plus the protocol settings; ``episodes`` when requested.
     """
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
@@ -334,6 +338,8 @@ def few_shot(
     out: dict[str, Any] = {
         "mean": float(np.mean(accs)),
         "std": float(np.std(accs)),
+        # Standard error of the mean over the runs (sample std, ddof=1), next to the original's population std.
+        "sem": float(np.std(accs, ddof=1) / np.sqrt(len(accs))) if len(accs) > 1 else None,
         "accs": accs,
         "k_way": k_way,
         "m_shot": m_shot,
@@ -347,3 +353,68 @@ def few_shot(
     if return_episodes:
         out["episodes"] = episodes
     return out
+
+
+def cross_validate_C(
+    train_f: np.ndarray,
+    train_y: np.ndarray,
+    C_values: Sequence[float],
+    folds: int = 5,
+    seed: int = 0,
+    solver: str = "svc",
+) -> dict[str, Any]:
+    """Choose the SVM's C by stratified k-fold cross-validation on the training split only.
+
+    For each C, a linear SVM (:func:`linear_svm`) is fit on k-1 folds and scored on the held-out fold;
+    the chosen C has the highest mean held-out accuracy (ties: the smallest C, i.e. the strongest
+    regularisation). No test data is involved: score the test split once afterwards with the chosen C.
+
+    Args:
+        train_f: (N, D) training features; train_y: (N,) integer labels.
+        C_values: the candidate C values.
+        folds: k of the stratified k-fold split (scikit-learn ``StratifiedKFold``, shuffled with ``seed``).
+        seed: seed of the fold assignment.
+        solver: see :func:`linear_svm`.
+    Returns:
+        {"C", "cv_accuracy" {C: mean}, "fold_accuracies" {C: [k accuracies]}, "folds", "seed", "fold_sizes",
+        "assignment_sha1" (sha1 of the per-sample fold ids, to compare fold assignments across runs)}.
+    """
+    import hashlib
+
+    from sklearn.model_selection import StratifiedKFold
+
+    train_f = np.asarray(train_f)
+    train_y = np.asarray(train_y).reshape(-1)  # (N,)
+    if folds < 2:
+        raise ValueError(f"cross_validate_C needs at least 2 folds, got {folds}")
+    if not C_values:
+        raise ValueError("cross_validate_C needs at least one C value")
+    classes, counts = np.unique(train_y, return_counts=True)
+    if counts.min() < folds:
+        small = classes[counts < folds]
+        raise FewShotDataError(
+            f"{folds}-fold cross-validation needs at least {folds} training samples per class; class(es) "
+            f"{small.tolist()[:10]} have {int(counts.min())} at least. Lower the number of folds (--cv_folds) or "
+            "use a fixed C.")
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    fold_of = np.empty(len(train_y), dtype=np.int64)  # (N,) fold id of every sample
+    splits = list(splitter.split(train_f, train_y))
+    for i, (_, held) in enumerate(splits):
+        fold_of[held] = i
+    fold_acc: dict[float, list[float]] = {}
+    for c in C_values:
+        fold_acc[float(c)] = [
+            linear_svm(train_f[fit], train_y[fit], train_f[held], train_y[held], C=c, solver=solver)["accuracy"]
+            for fit, held in splits
+        ]
+    mean_acc = {c: float(np.mean(v)) for c, v in fold_acc.items()}
+    best = max(sorted(mean_acc), key=lambda c: (mean_acc[c], -c))
+    return {
+        "C": best,
+        "cv_accuracy": mean_acc,
+        "fold_accuracies": fold_acc,
+        "folds": folds,
+        "seed": seed,
+        "fold_sizes": [int(len(held)) for _, held in splits],
+        "assignment_sha1": hashlib.sha1(fold_of.tobytes()).hexdigest(),
+    }

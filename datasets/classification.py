@@ -1,0 +1,98 @@
+"""The classification sets of the frozen-feature and fine-tuning evaluations, by name.
+
+``ModelNet40`` (``modelnet40``), ``ScanObjectNN`` (``scanobjectnn``, with a variant) and a prepared set of
+the user's own classes (``custom``, written by ``python -m datasets.prepare_meshes``) share one item
+format, ``(points float32 (num_points, 3), label int)``, and the attributes ``data``, ``labels``,
+``class_names``, ``num_points``. :class:`ClassificationData` names one of them with its settings, so
+the evaluation and training scripts (and their caches) handle all three the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+__all__ = ["CLASSIFICATION_DATASETS", "SCANOBJECTNN_VARIANTS", "ClassificationData"]
+
+CLASSIFICATION_DATASETS = ("modelnet40", "scanobjectnn", "custom")
+SCANOBJECTNN_VARIANTS = ("obj_bg", "obj_only", "pb_t50_rs")
+
+
+@dataclass(frozen=True)
+class ClassificationData:
+    """One classification set and how its clouds are read.
+
+    Attributes:
+        name: "modelnet40", "scanobjectnn" or "custom".
+        root: the data root.
+        variant: ScanObjectNN variant (ignored by the others).
+        num_points: the first ``num_points`` stored points of each cloud; None keeps every stored point.
+    """
+
+    name: str
+    root: str | os.PathLike
+    variant: str = "obj_bg"
+    num_points: int | None = 1024
+
+    def __post_init__(self) -> None:
+        if self.name not in CLASSIFICATION_DATASETS:
+            raise ValueError(f"unknown dataset {self.name!r}; choose one of {CLASSIFICATION_DATASETS}")
+        if self.name == "scanobjectnn" and self.variant not in SCANOBJECTNN_VARIANTS:
+            raise ValueError(f"unknown ScanObjectNN variant {self.variant!r}; choose one of {SCANOBJECTNN_VARIANTS}")
+
+    @property
+    def used_variant(self) -> str | None:
+        """The variant when it matters (ScanObjectNN), else None."""
+        return self.variant if self.name == "scanobjectnn" else None
+
+    @property
+    def tag(self) -> str:
+        """Display name: "modelnet40", "scanobjectnn (obj_bg)", "custom"."""
+        return self.name if self.used_variant is None else f"{self.name} ({self.variant})"
+
+    @property
+    def file_tag(self) -> str:
+        """File-name form of :attr:`tag`: "modelnet40", "scanobjectnn_obj_bg", "custom"."""
+        return self.name if self.used_variant is None else f"{self.name}_{self.variant}"
+
+    def load(self, split: str) -> Dataset:
+        """The dataset object of ``split`` ("train" or "test")."""
+        if self.name == "modelnet40":
+            from datasets.modelnet40 import ModelNet40
+
+            return ModelNet40(self.root, split=split, num_points=self.num_points)
+        if self.name == "scanobjectnn":
+            from datasets.scanobjectnn import ScanObjectNN
+
+            return ScanObjectNN(self.root, split=split, variant=self.variant, num_points=self.num_points)
+        from datasets.custom import CustomClassification
+
+        return CustomClassification(self.root, split=split, num_points=self.num_points)
+
+    def folder(self) -> Path:
+        """The folder holding the set's files."""
+        root = Path(self.root)
+        if self.name == "modelnet40":
+            from datasets.modelnet40 import MODELNET40_DIR
+
+            return root / MODELNET40_DIR
+        if self.name == "scanobjectnn":
+            from datasets.scanobjectnn import find_variant_dir
+
+            return find_variant_dir(root, self.variant)
+        from datasets.custom import CUSTOM_DIR
+
+        return root / CUSTOM_DIR
+
+    def cache_fields(self) -> dict[str, Any]:
+        """Everything about the data that determines features: name, variant, points, root, and
+        (path, size, mtime_ns) of every file in the set's folder (cheap: no data is read)."""
+        base = self.folder()
+        files = sorted(p for p in base.iterdir() if p.is_file()) if base.is_dir() else []
+        return {"dataset": self.name, "variant": self.used_variant, "num_points": self.num_points,
+                "data_root": str(Path(self.root).resolve()),
+                "data_files": [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files]}
