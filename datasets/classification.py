@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from torch.utils.data import Dataset
 
-__all__ = ["CLASSIFICATION_DATASETS", "SCANOBJECTNN_VARIANTS", "ClassificationData"]
+__all__ = ["CLASSIFICATION_DATASETS", "SCANOBJECTNN_VARIANTS", "AugmentedClassification", "ClassificationData"]
 
 CLASSIFICATION_DATASETS = ("modelnet40", "scanobjectnn", "custom")
 SCANOBJECTNN_VARIANTS = ("obj_bg", "obj_only", "pb_t50_rs")
@@ -96,3 +98,31 @@ class ClassificationData:
         return {"dataset": self.name, "variant": self.used_variant, "num_points": self.num_points,
                 "data_root": str(Path(self.root).resolve()),
                 "data_files": [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files]}
+
+
+class AugmentedClassification(Dataset):
+    """A classification set with the DGCNN paper's training augmentation, item by item.
+
+    Item ``i``: ``(points float32 (N, 3), label)`` of ``base[i]`` scaled per axis by U(2/3, 3/2), shifted by
+    U(-0.2, 0.2) (DGCNN's ``translate_pointcloud``) and with its points shuffled (DGCNN's
+    ``np.random.shuffle``). Randomness comes from a per-item numpy Generator seeded from torch's RNG, so a
+    run is deterministic for a seed and resumes exactly.
+    """
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+        self.labels = base.labels
+        self.class_names = getattr(base, "class_names", None)
+        self.num_points = base.num_points
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from datasets.transforms import item_rng, scale_and_translate
+
+        points, label = self.base[index]
+        rng = item_rng()
+        points = scale_and_translate(np.asarray(points, dtype=np.float32), rng)
+        points = points[rng.permutation(points.shape[0])]  # (N, 3) in a random order
+        return torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)), label

@@ -8,7 +8,8 @@ import functools
 
 import torch.nn as nn
 
-from models.dgcnn import DGCNN, DGCNNPartSeg
+from models.classifier import CLASSIFIERS, CLS_HEAD_PREFIXES
+from models.dgcnn import DGCNN, DGCNN_K, DGCNNPartSeg
 from models.pointnet import PointNet
 
 POINT_ENCODERS = {
@@ -18,7 +19,7 @@ POINT_ENCODERS = {
 }
 
 
-def build_point_encoder(name: str, k: int = 20, emb_dims: int = 1024, edgeconv: str = "fast") -> nn.Module:
+def build_point_encoder(name: str, k: int = DGCNN_K, emb_dims: int = 1024, edgeconv: str = "fast") -> nn.Module:
     """Build a point encoder: forward (B, 3, N) -> (B, feat_dim), with ``.inv_head`` -> (B, 256).
 
     Args:
@@ -39,3 +40,22 @@ def build_image_encoder(arch: str = "resnet50") -> nn.Module:
     from models.image_encoder import ResNetEncoder
 
     return ResNetEncoder(arch)
+
+
+def build_classifier(name: str, num_classes: int, k: int = DGCNN_K, emb_dims: int = 1024, dropout: float = 0.5,
+                     edgeconv: str = "fast") -> nn.Module:
+    """Build a point-cloud classifier: a point encoder (same keys as ``build_point_encoder(name)``) plus the
+    DGCNN paper's head ``linear1``..``linear3`` (keys ``CLS_HEAD_PREFIXES``).
+
+    Args:
+        name: "dgcnn" or "pointnet".
+        num_classes: output classes.
+        k, emb_dims, edgeconv: as in :func:`build_point_encoder` (PointNet ignores k and edgeconv).
+        dropout: dropout of the head (DGCNN paper: 0.5).
+    forward: x (B, 3, N) -> logits (B, num_classes).
+    """
+    if name not in CLASSIFIERS:
+        raise ValueError(f"models: no classifier for {name!r}; choose one of {sorted(CLASSIFIERS)}.")
+    if name == "pointnet":
+        return CLASSIFIERS[name](num_classes, emb_dims=emb_dims, dropout=dropout)
+    return CLASSIFIERS[name](num_classes, k=k, emb_dims=emb_dims, dropout=dropout, edgeconv=edgeconv)

@@ -21,6 +21,7 @@ from models.heads import ProjectionHead
 
 EDGECONV_IMPLS = ("fast", "plain")
 NEGATIVE_SLOPE = 0.2
+DGCNN_K = 20  # the DGCNN paper's neighbour count (classification); CrossPoint's own values: util/presets.py
 
 
 def _check_edgeconv(impl: str) -> str:
@@ -107,7 +108,7 @@ class DGCNN(nn.Module):
     forward: x (B, 3, N) -> feature (B, 2 * emb_dims). ``inv_head`` maps it to (B, 256).
     """
 
-    def __init__(self, k: int = 20, emb_dims: int = 1024, edgeconv: str = "fast") -> None:
+    def __init__(self, k: int = DGCNN_K, emb_dims: int = 1024, edgeconv: str = "fast") -> None:
         super().__init__()
         self.k = k
         self.emb_dims = emb_dims

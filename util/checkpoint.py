@@ -340,7 +340,7 @@ def load_pretrained(
     Returns:
         LoadReport with the allowed missing and unexpected keys.
     Raises:
-        ValueError: listing any other missing or unexpected keys and any shape mismatch.
+        CheckpointError (a ValueError): listing any other missing or unexpected keys and any shape mismatch.
     """
     if isinstance(path_or_state_dict, Mapping):
         source = "the given state dict"
@@ -369,7 +369,7 @@ def load_pretrained(
     if mismatched:
         problems.append(f"shape mismatch: {_format_keys(mismatched)}")
     if problems:
-        raise ValueError(
+        raise CheckpointError(
             f"{source}: does not match {type(model).__name__}; "
             + "; ".join(problems)
             + ". Check that the model and its arguments (k, emb_dims, pretrain, arch) fit the checkpoint."
