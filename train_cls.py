@@ -51,8 +51,8 @@ from util.fileio import atomic_write_text
 from util.logger import Logger
 from util.presets import PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
 from util.run import (AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, PROBABILITY, Run, add_run_arguments, check_args,
-                      check_batch, check_points_for_k, user_errors)
-from util.training import eval_loader, make_grad_scaler, resolve_device, stratified_split
+                      check_batch, check_points_for_k, run_training)
+from util.training import eval_loader, make_grad_scaler, stratified_split
 
 PROG = "train_cls.py"
 PLOT_FILE = "confusion_test.png"
@@ -193,21 +193,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Fine-tune (or with --eval only evaluate). Returns the results written to results(_eval).json."""
     args = parse_with_preset(build_parser(), "cls", argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    env = distributed.distributed_env()
-    validate(args, env.world_size)
-    device = resolve_device(args.device, local_rank=env.local_rank)
-    info = distributed.init_distributed(backend=distributed.backend_for(device))
-    try:
-        with user_errors(PROG):
-            if args.eval:
-                return evaluate_only(args, info, device)
-            run = Run(PROG, args, info, device, default_name="dgcnn_cls")
-            with run.guard():
-                results = train(run, setup(run))
-        run.close()
-        return distributed.broadcast_object(results)
-    finally:
-        distributed.cleanup()
+    return run_training(PROG, args, validate, "dgcnn_cls", setup, train, evaluate_only)
 
 
 def evaluator(args: argparse.Namespace, device: torch.device, test: Dataset, num_classes: int) -> ClsEvaluator:

@@ -24,6 +24,7 @@ import argparse
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,8 +41,8 @@ from util import distributed
 from util.checkpoint import WeightsMeta
 from util.presets import PRETRAIN_K, PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
 from util.run import (AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, Run, add_run_arguments, check_args, check_batch,
-                      check_points_for_k, user_errors)
-from util.training import autocast_context, make_generator, make_grad_scaler, resolve_device, stratified_split
+                      check_points_for_k, run_training)
+from util.training import autocast_context, make_generator, make_grad_scaler, stratified_split
 
 PROG = "train_crossmodal.py"
 # Config keys that fix the shapes of the saved models: resuming with other values is refused.
@@ -307,22 +308,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run pretraining. Returns {"run_dir", "history" (per-epoch dicts), "best_metric", "best_epoch"}."""
     args = parse_with_preset(build_parser(), "pretrain", argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    env = distributed.distributed_env()
-    validate(args, env.world_size)
-    device = resolve_device(args.device, local_rank=env.local_rank)
-    info = distributed.init_distributed(backend=distributed.backend_for(device))
-    try:
-        with user_errors(PROG):
-            run = Run(PROG, args, info, device, default_name="exp")
-            with run.guard():
-                train(run, *setup(run))
-        run.close()
-        return run.summary()
-    finally:
-        distributed.cleanup()
+    return run_training(PROG, args, validate, "exp", setup, train)
 
 
-def setup(run: Run) -> tuple[ShapeNetRender, DataLoader, CrossPointStep, SVMProbe | None]:
+@dataclass
+class Pretraining:
+    """What the epoch loop needs besides the Run."""
+
+    dataset: ShapeNetRender
+    loader: DataLoader
+    step_fn: CrossPointStep
+    probe: SVMProbe | None
+
+
+def setup(run: Run) -> Pretraining:
     """Data, models, optimiser, schedule and probe; then ``run.start`` (config, logs, resume)."""
     args, info, device = run.args, run.info, run.device
     dataset = ShapeNetRender(args.data_root, img_transform=crosspoint_image_transform(args.image_size),
@@ -360,7 +359,7 @@ def setup(run: Run) -> tuple[ShapeNetRender, DataLoader, CrossPointStep, SVMProb
     image_txt = "no image encoder (IMID only)" if args.imid_only else args.img_model
     run.logger.info(f"CrossPoint pretraining: {args.model} + {image_txt}, {len(dataset)} objects, {len(loader)} "
                     f"steps/epoch x {info.world_size} process(es), device {device}, run dir {run.run_dir}")
-    return dataset, loader, step_fn, probe
+    return Pretraining(dataset, loader, step_fn, probe)
 
 
 def weights_meta(args: argparse.Namespace, kind: str, epoch: int, config: dict, extra: dict) -> WeightsMeta:
@@ -373,10 +372,9 @@ def weights_meta(args: argparse.Namespace, kind: str, epoch: int, config: dict, 
                        extra=extra)
 
 
-def train(run: Run, dataset: ShapeNetRender, loader: DataLoader, step_fn: CrossPointStep,
-          probe: SVMProbe | None) -> None:
-    """The epoch loop: train, step the schedule, probe, select, log and checkpoint."""
-    args = run.args
+def train(run: Run, pre: Pretraining) -> dict[str, Any]:
+    """The epoch loop: train, step the schedule, probe, select, log and checkpoint. Returns the run summary."""
+    args, probe = run.args, pre.probe
     for epoch in run.epochs():
         if args.lr_step_before_epoch:
             # Differs from the default order on purpose (reproduces the original's scheduler call).
@@ -386,7 +384,7 @@ def train(run: Run, dataset: ShapeNetRender, loader: DataLoader, step_fn: CrossP
         for m in run.models.values():
             m.train()
         t0 = time.perf_counter()
-        stats = run.train_epoch(step_fn, loader, epoch)
+        stats = run.train_epoch(pre.step_fn, pre.loader, epoch)
         if not args.lr_step_before_epoch:
             run.scheduler.step()
         means = distributed.all_reduce_mean(
@@ -409,6 +407,7 @@ def train(run: Run, dataset: ShapeNetRender, loader: DataLoader, step_fn: CrossP
         run.end_epoch(epoch, record, is_best, weights,
                       f"epoch {epoch}: {parts} lr={record['lr']:.3e} {record['samples_per_s']:.1f} samples/s"
                       f"{probe_txt}")
+    return run.summary()
 
 
 if __name__ == "__main__":

@@ -51,8 +51,8 @@ from util.partseg import (METRIC_NOTE, PartSegEvaluator, PartSegStep, describe_m
                           plot_examples)
 from util.presets import PARTSEG_K, PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
 from util.run import (AT_LEAST_0, AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, PROBABILITY, Run, add_run_arguments, check_args,
-                      check_batch, check_points_for_k, user_errors)
-from util.training import eval_loader, make_grad_scaler, resolve_device, stratified_split
+                      check_batch, check_points_for_k, run_training)
+from util.training import eval_loader, make_grad_scaler, stratified_split
 
 PROG = "train_partseg.py"
 HEAD_PREFIXES = ("conv7.", "conv8.", "conv9.", "conv10.", "conv11.")
@@ -280,21 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_with_preset(build_parser(), "partseg", argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.class_choice = SHAPENET_PART_ALIASES.get(args.class_choice, args.class_choice)
-    env = distributed.distributed_env()
-    validate(args, env.world_size)
-    device = resolve_device(args.device, local_rank=env.local_rank)
-    info = distributed.init_distributed(backend=distributed.backend_for(device))
-    try:
-        with user_errors(PROG):
-            if args.eval:
-                return evaluate_only(args, info, device)
-            run = Run(PROG, args, info, device, default_name="dgcnn_partseg")
-            with run.guard():
-                results = train(run, setup(run))
-        run.close()
-        return distributed.broadcast_object(results)
-    finally:
-        distributed.cleanup()
+    return run_training(PROG, args, validate, "dgcnn_partseg", setup, train, evaluate_only)
 
 
 def evaluate_only(args: argparse.Namespace, info: distributed.DistInfo, device: torch.device) -> dict[str, Any]:

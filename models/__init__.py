@@ -12,6 +12,9 @@ from models.classifier import CLASSIFIERS, CLS_HEAD_PREFIXES
 from models.dgcnn import DGCNN, DGCNN_K, DGCNNPartSeg
 from models.pointnet import PointNet
 
+__all__ = ["CLASSIFIERS", "CLS_HEAD_PREFIXES", "DGCNN", "DGCNN_K", "DGCNNPartSeg", "POINT_ENCODERS", "PointNet",
+           "build_classifier", "build_image_encoder", "build_point_encoder"]
+
 POINT_ENCODERS = {
     "dgcnn": DGCNN,
     "dgcnn_seg": functools.partial(DGCNNPartSeg, pretrain=True),

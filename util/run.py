@@ -60,6 +60,7 @@ from util.training import (
     load_training_state,
     loader_kwargs,
     make_generator,
+    resolve_device,
     save_training_state,
     seed_everything,
     set_rng_state,
@@ -67,7 +68,7 @@ from util.training import (
 )
 
 __all__ = ["STATE_FILE", "Run", "add_run_arguments", "check_args", "check_batch", "check_points_for_k",
-           "resolve_resume_path", "user_errors", "AT_LEAST_0", "AT_LEAST_1", "POSITIVE", "NON_NEGATIVE", "FRACTION", "PROBABILITY"]
+           "resolve_resume_path", "run_training", "user_errors", "AT_LEAST_0", "AT_LEAST_1", "POSITIVE", "NON_NEGATIVE", "FRACTION", "PROBABILITY"]
 
 STATE_FILE = "training_state_last.pt"
 
@@ -511,6 +512,39 @@ class Run:
     def summary(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "history": self.history, "best_metric": self.best_metric,
                 "best_epoch": self.best_epoch}
+
+
+def run_training(prog: str, args: argparse.Namespace, validate: Callable[[argparse.Namespace, int], None],
+                 default_name: str, setup: Callable[[Run], Any], train: Callable[[Run, Any], dict[str, Any]],
+                 evaluate_only: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A training script's ``main`` after parsing: validate, set up the device and DDP, run, clean up.
+
+    Args:
+        prog: the script name for messages.
+        args: the parsed flags.
+        validate: ``(args, world_size)``, raising SystemExit on a bad flag (before anything is written).
+        default_name: run name without ``--exp_name``.
+        setup: ``run -> parts`` (builds everything and calls ``run.start``).
+        train: ``(run, parts) -> results`` (the epoch loop and final evaluation; results on the main rank).
+        evaluate_only: ``(args, info, device) -> results``, called instead with ``--eval``.
+    Returns:
+        ``train``'s results, the same on every rank.
+    """
+    env = distributed.distributed_env()
+    validate(args, env.world_size)
+    device = resolve_device(args.device, local_rank=env.local_rank)
+    info = distributed.init_distributed(backend=distributed.backend_for(device))
+    try:
+        with user_errors(prog):
+            if evaluate_only is not None and getattr(args, "eval", False):
+                return evaluate_only(args, info, device)
+            run = Run(prog, args, info, device, default_name=default_name)
+            with run.guard():
+                results = train(run, setup(run))
+        run.close()
+        return distributed.broadcast_object(results)
+    finally:
+        distributed.cleanup()
 
 
 def _first_line(err: BaseException) -> str:
