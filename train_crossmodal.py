@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from datasets.classification import CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, ClassificationData
 from datasets.shapenet_render import ShapeNetRender
 from datasets.synthetic import data_kind
 from datasets.transforms import crosspoint_image_transform
@@ -103,11 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(original DDP script: per-rank negatives)")
 
     g = p.add_argument_group("best-model selection (linear-SVM probe)")
-    g.add_argument("--probe_dataset", type=str, default="modelnet40",
-                   choices=["modelnet40", "scanobjectnn", "none"],
-                   help="dataset of the SVM probe that picks the best epoch (original: modelnet40); "
-                        "none: best = last")
-    g.add_argument("--probe_variant", type=str, default="obj_bg", choices=["obj_bg", "obj_only", "pb_t50_rs"],
+    g.add_argument("--probe_dataset", type=str, default="modelnet40", choices=[*CLASSIFICATION_DATASETS, "none"],
+                   help="dataset of the SVM probe that picks the best epoch (original: modelnet40; custom: the "
+                        "classification set of a root written by python -m datasets.prepare_meshes); none: best = last")
+    g.add_argument("--probe_variant", type=str, default="obj_bg", choices=SCANOBJECTNN_VARIANTS,
                    help="ScanObjectNN variant for --probe_dataset scanobjectnn")
     g.add_argument("--select_best_on", type=str, default="val", choices=["val", "test"],
                    help="val: SVM fit on the probe train split minus a held-out part, best = highest "
@@ -278,17 +278,9 @@ def build_probe(args: argparse.Namespace) -> SVMProbe | None:
     """The probe for ``--probe_dataset``; fails early with a clear message when its data is missing."""
     if args.probe_dataset == "none":
         return None
+    data = ClassificationData(args.probe_dataset, args.data_root, args.probe_variant, args.probe_points)
     try:
-        if args.probe_dataset == "modelnet40":
-            from datasets.modelnet40 import ModelNet40
-
-            train_set = ModelNet40(args.data_root, "train", num_points=args.probe_points)
-            test_set = ModelNet40(args.data_root, "test", num_points=args.probe_points)
-        else:
-            from datasets.scanobjectnn import ScanObjectNN
-
-            train_set = ScanObjectNN(args.data_root, "train", variant=args.probe_variant, num_points=args.probe_points)
-            test_set = ScanObjectNN(args.data_root, "test", variant=args.probe_variant, num_points=args.probe_points)
+        train_set, test_set = data.load("train"), data.load("test")
     except FileNotFoundError as err:
         raise SystemExit(
             f"{PROG}: --probe_dataset {args.probe_dataset} needs its data under "

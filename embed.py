@@ -1,0 +1,137 @@
+"""Features of any objects with a pretrained point encoder: meshes, point clouds, published HDF5 files.
+
+    python embed.py --model_path runs/exp/checkpoints/point_encoder_best.pth --input my_meshes/ scan.xyz \
+        --output features.npz
+    python embed.py --model_path checkpoints/official/dgcnn_cls_best.pth --k 15 --input data/modelnet40_ply_hdf5_2048/ply_data_test0.h5 --output test0.npz
+
+Inputs (files or folders, searched recursively): meshes (OFF, OBJ, PLY with faces, STL, GLB/GLTF:
+surface-sampled), point clouds (PLY without faces, XYZ/TXT/PTS, NPY, NPZ) and HDF5 files in the published
+layout. The feature is the one the linear-SVM evaluation uses (the encoder's global feature before
+``inv_head``, eval mode, batched, on any device), with the same preprocessing (see
+``datasets.meshes.encoder_clouds``: published HDF5 clouds as stored, their first ``--num_points`` points;
+meshes and other clouds normalised to the unit sphere). A file that cannot be read is reported with the
+reason and skipped.
+
+Output (``np.load(out)``): ``features`` (M, D) float32; ``paths`` (M,) the file of each row (``file.h5[i]`` for
+cloud i of a batch file); ``num_points`` (M,) points fed per row; ``preprocessing`` (M,) what was done; and
+``settings`` (a JSON string: checkpoint and its sha1, model and arguments with their sources, num_points,
+seed, up_axis, skipped files with reasons).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from datasets.io import DatasetError
+from datasets.meshes import UP_AXES, MeshError, encoder_clouds, find_inputs
+from models import build_point_encoder
+from util.encoders import load_point_encoder
+from util.evaluation import extract_features
+from util.fileio import InputFileError, atomic_write
+from util.training import resolve_device
+
+PROG = "embed.py"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Features of meshes and point clouds with a pretrained point "
+                                "encoder (the linear-SVM evaluation's feature and preprocessing).")
+    p.add_argument("--model_path", required=True,
+                   help="point-encoder weights (this project's point_encoder_best.pth or the published "
+                        "dgcnn_cls_best.pth), or 'random'")
+    p.add_argument("--input", nargs="+", required=True, help="files or folders (searched recursively)")
+    p.add_argument("--output", required=True, help="the .npz to write")
+    p.add_argument("--model", choices=["dgcnn", "dgcnn_seg", "pointnet"], default=None,
+                   help="encoder (default: the checkpoint's sidecar, else its keys)")
+    p.add_argument("--k", type=int, default=None, help="kNN size (default: the sidecar's, else 15 as published)")
+    p.add_argument("--emb_dims", type=int, default=None, help="embedding size (default: the sidecar's or the weights')")
+    p.add_argument("--num_points", type=int, default=1024,
+                   help="points per object (surface samples of a mesh; the first N of a published HDF5 cloud, as the "
+                        "linear-SVM evaluation: 1024)")
+    p.add_argument("--up_axis", choices=UP_AXES, default="y",
+                   help="up axis of the input meshes (ShapeNet: y; ModelNet's raw OFF files: z)")
+    p.add_argument("--seed", type=int, default=0, help="seed of surface sampling and subsampling (with the file's content)")
+    p.add_argument("--batch_size", type=int, default=32, help="clouds per forward pass")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--no_progress", action="store_true", help="no progress bars")
+    return p
+
+
+def read_inputs(paths: Sequence[str], num_points: int, seed: int, up_axis: str,
+                progress: bool) -> tuple[list[tuple[str, np.ndarray, str]], list[tuple[str, str]]]:
+    """(clouds [(name, points (n, 3), how)], skipped [(file, reason)]) of every supported file under ``paths``."""
+    from tqdm import tqdm
+
+    unsupported: list[Path] = []
+    files = find_inputs(paths, unsupported)
+    clouds, skipped = [], [(str(f), "unsupported extension") for f in unsupported]
+    for f in tqdm(files, desc="reading", disable=not progress, leave=False):
+        try:
+            clouds.extend(encoder_clouds(f, num_points, seed, up_axis))
+        except DatasetError as err:  # MeshError and every other reading error name the file
+            reason = err.reason if isinstance(err, MeshError) else str(err)
+            skipped.append((str(f), reason))
+            print(f"skipped {f}: {reason}", file=sys.stderr, flush=True)
+    return clouds, skipped
+
+
+def embed(model: torch.nn.Module, clouds: list[tuple[str, np.ndarray, str]], device: torch.device,
+          batch_size: int, progress: bool) -> np.ndarray:
+    """(M, D) float32 features of ``clouds`` in their order; clouds of equal size share batches."""
+    feats = np.zeros((len(clouds), 0), dtype=np.float32)
+    by_size: dict[int, list[int]] = {}
+    for i, (_, points, _) in enumerate(clouds):
+        by_size.setdefault(len(points), []).append(i)
+    for size, rows in sorted(by_size.items()):
+        items = [(torch.from_numpy(clouds[i][1]), i) for i in rows]  # (points (size, 3), row)
+        f, order = extract_features(model, DataLoader(items, batch_size=batch_size), device, progress=progress,
+                                    desc=f"{size} points")
+        if feats.shape[1] == 0:
+            feats = np.zeros((len(clouds), f.shape[1]), dtype=np.float32)
+        feats[order] = f
+    return feats
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    if args.num_points < 1 or args.batch_size < 1:
+        raise SystemExit(f"{PROG}: --num_points and --batch_size must be at least 1.")
+    t0 = time.perf_counter()
+    device = resolve_device(args.device)
+    encoder = load_point_encoder(args.model_path, build_point_encoder, model=args.model, k=args.k,
+                                 emb_dims=args.emb_dims, device=device, seed=args.seed)
+    clouds, skipped = read_inputs(args.input, args.num_points, args.seed, args.up_axis, not args.no_progress)
+    if not clouds:
+        raise SystemExit(f"{PROG}: nothing to embed: every input was skipped ({len(skipped)} file(s), reasons above).")
+    too_small = [name for name, points, _ in clouds if len(points) < encoder.model_args.get("k", 1)]
+    if too_small:
+        raise SystemExit(f"{PROG}: {too_small[0]} has fewer points than k={encoder.model_args['k']}; DGCNN needs at "
+                         f"least k points ({len(too_small)} such cloud(s)).")
+    feats = embed(encoder.model, clouds, device, args.batch_size, not args.no_progress)
+    settings = {**encoder.info(), "num_points": args.num_points, "seed": args.seed, "up_axis": args.up_axis,
+                "feature": "global feature before inv_head, eval mode", "skipped": skipped,
+                "inputs": [str(p) for p in args.input]}
+    arrays = {"features": feats, "paths": np.array([c[0] for c in clouds]),
+              "num_points": np.array([len(c[1]) for c in clouds], dtype=np.int64),
+              "preprocessing": np.array([c[2] for c in clouds]), "settings": np.array(json.dumps(settings))}
+    atomic_write(Path(args.output), lambda f: np.savez(f, **arrays))
+    seconds = time.perf_counter() - t0
+    print(f"{PROG}: {len(clouds)} cloud(s) -> {args.output} (features {feats.shape}), {len(skipped)} file(s) skipped, "
+          f"{seconds:.1f} s", flush=True)
+    return {"features": feats, "paths": arrays["paths"], "skipped": skipped, "settings": settings, "seconds": seconds}
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (InputFileError, FileNotFoundError) as error:
+        sys.exit(f"{PROG}: error: {error}")
