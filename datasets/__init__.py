@@ -5,17 +5,20 @@ data/README.md for the expected tree. ``python -m datasets.check --root data`` v
 The synthetic stand-in generator is ``datasets.synthetic`` (not imported here).
 """
 
-from .io import DatasetError, DatasetNotFoundError, read_image_rgb, read_ply_points
+from .io import (DatasetError, DatasetNotFoundError, load_image_rgb, read_image_rgb,
+                 read_ply_points)
 from .modelnet40 import ModelNet40
 from .scanobjectnn import SCANOBJECTNN_CLASSES, ScanObjectNN
 from .shapenet_part import (CATEGORIES, NUM_PARTS, PART_OFFSETS, PARTS_PER_CATEGORY,
                             ShapeNetPart)
-from .shapenet_render import DatasetWarning, ShapeNetObject, ShapeNetRender
+from .shapenet_render import (DatasetWarning, ShapeNetObject, ShapeNetRender,
+                              TruncatedImageWarning)
 from .transforms import (Compose, crosspoint_image_transform, crosspoint_point_transform,
                          eval_image_transform, item_rng)
 
 __all__ = [
-    "DatasetError", "DatasetNotFoundError", "DatasetWarning", "read_image_rgb", "read_ply_points",
+    "DatasetError", "DatasetNotFoundError", "DatasetWarning", "TruncatedImageWarning",
+    "load_image_rgb", "read_image_rgb", "read_ply_points",
     "ModelNet40", "ScanObjectNN", "SCANOBJECTNN_CLASSES", "ShapeNetPart", "CATEGORIES",
     "NUM_PARTS", "PART_OFFSETS", "PARTS_PER_CATEGORY", "ShapeNetRender", "ShapeNetObject",
     "Compose", "crosspoint_image_transform", "crosspoint_point_transform",

@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .io import (DatasetError, DatasetNotFoundError, h5_files, load_h5_split, read_lines,
-                 require_dir)
+from .io import DatasetError, h5_files, load_h5_split, read_file_list, read_lines, require_dir
 
 __all__ = ["ModelNet40", "MODELNET40_DIR", "NUM_CLASSES"]
 
@@ -25,13 +24,8 @@ NUM_CLASSES = 40
 def _split_files(directory: Path, split: str) -> list[Path]:
     listing = directory / f"{split}_files.txt"
     if listing.is_file():
-        files = []
-        for line in read_lines(listing):
-            # Entries look like "data/modelnet40_ply_hdf5_2048/ply_data_train0.h5".
-            f = directory / os.path.basename(line.replace("\\", "/"))
-            if not f.is_file():
-                raise DatasetNotFoundError(f"{listing}: lists {line!r} but {f} does not exist")
-            files.append(f)
+        # Entries look like "data/modelnet40_ply_hdf5_2048/ply_data_train0.h5".
+        files = read_file_list(listing, directory)
         if files:
             return files
     files = h5_files(directory, [f"ply_data_{split}*.h5"])

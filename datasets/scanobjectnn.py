@@ -21,13 +21,16 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .io import CREATE_HINT, DatasetError, DatasetNotFoundError, load_h5_split
+from util.meta import SCANOBJECTNN_CLASSES as _META_SCANOBJECTNN_CLASSES
+
+from .io import (CREATE_HINT, DatasetError, DatasetNotFoundError, load_h5_split,
+                 root_is_file_message)
 
 __all__ = ["ScanObjectNN", "SCANOBJECTNN_CLASSES", "VARIANTS", "find_variant_dir"]
 
-# Official ScanObjectNN class order (label i -> SCANOBJECTNN_CLASSES[i]).
-SCANOBJECTNN_CLASSES = ["bag", "bin", "box", "cabinet", "chair", "desk", "display", "door",
-                        "shelf", "table", "bed", "pillow", "sink", "sofa", "toilet"]
+# Official ScanObjectNN class order (label i -> SCANOBJECTNN_CLASSES[i]), defined in util/meta.py;
+# a list here, as this module has always exported it.
+SCANOBJECTNN_CLASSES = list(_META_SCANOBJECTNN_CLASSES)
 
 # variant -> (split folder, {split: accepted file names, preferred first})
 VARIANTS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
@@ -45,12 +48,16 @@ _SPLIT_FOLDERS = {"main_split", "main_split_nobg"}
 def find_variant_dir(root: str | os.PathLike, variant: str) -> Path:
     """The folder holding ``variant``'s h5 files (see the module docstring for where it looks).
 
-    Raises DatasetNotFoundError listing the places searched when none holds any of its files.
+    Raises DatasetNotFoundError listing the places searched when none holds any of its files, or
+    saying so when ``root`` is a file.
     """
     if variant not in VARIANTS:
         raise ValueError(f"ScanObjectNN variant must be one of {sorted(VARIANTS)}, got {variant!r}")
     root = Path(root)
     folder, names = VARIANTS[variant]
+    problem = root_is_file_message(root, f"ScanObjectNN/ (or the split folder {folder}/ itself)")
+    if problem:
+        raise DatasetNotFoundError(f"ScanObjectNN {variant}: {problem}.")
     all_names = [n for split_names in names.values() for n in split_names]
     candidates = [root / "ScanObjectNN" / folder, root / "ScanObjectNN" / "h5_files" / folder,
                   root / folder, root / "h5_files" / folder]

@@ -2,7 +2,9 @@
 
 Layout: ``<root>/shapenet_part_seg_hdf5_data/ply_data_{train0..5,val0,test0..1}.h5`` with keys
 ``data`` float32 (N, 2048, 3), ``label`` (N, 1) category 0..15 and ``pid`` (N, 2048) global part
-id 0..49, plus ``all_object_categories.txt``.
+id 0..49, plus ``all_object_categories.txt`` and the file lists
+``{train,val,test}_hdf5_file_list.txt`` (one h5 file name per line; used when present, else
+``ply_data_<split>*.h5``).
 """
 
 from __future__ import annotations
@@ -14,30 +16,58 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .io import DatasetError, check_labels, check_points, h5_files, read_h5, require_dir
+from util.meta import (SHAPENET_PART_ALIASES, SHAPENET_PART_CATEGORIES,
+                       SHAPENET_PART_NUM_CATEGORIES, SHAPENET_PART_NUM_PARTS,
+                       SHAPENET_PART_OFFSETS, SHAPENET_PART_PARTS_PER_CATEGORY)
+
+from .io import (DatasetError, DatasetNotFoundError, check_labels, check_points, h5_files,
+                 read_file_list, read_h5, require_dir)
 from .transforms import item_rng, scale_and_translate
 
 __all__ = ["ShapeNetPart", "CATEGORIES", "PARTS_PER_CATEGORY", "PART_OFFSETS", "NUM_PARTS",
-           "NUM_CATEGORIES", "SHAPENET_PART_DIR"]
+           "NUM_CATEGORIES", "SHAPENET_PART_DIR", "check_part_ids"]
 
 SHAPENET_PART_DIR = "shapenet_part_seg_hdf5_data"
-CATEGORIES = ("airplane", "bag", "cap", "car", "chair", "earphone", "guitar", "knife", "lamp",
-              "laptop", "motorbike", "mug", "pistol", "rocket", "skateboard", "table")
-PARTS_PER_CATEGORY = (4, 2, 2, 4, 4, 3, 3, 2, 4, 2, 6, 2, 3, 3, 3, 3)
-PART_OFFSETS = (0, 4, 6, 8, 12, 16, 19, 22, 24, 28, 30, 36, 38, 41, 44, 47)
-NUM_PARTS = 50
-NUM_CATEGORIES = 16
-_ALIASES = {"motor": "motorbike"}  # the original code's name for category 10
+# The part table lives in util/meta.py; these are its historical names in this module.
+CATEGORIES = SHAPENET_PART_CATEGORIES
+PARTS_PER_CATEGORY = SHAPENET_PART_PARTS_PER_CATEGORY
+PART_OFFSETS = SHAPENET_PART_OFFSETS
+NUM_PARTS = SHAPENET_PART_NUM_PARTS
+NUM_CATEGORIES = SHAPENET_PART_NUM_CATEGORIES
+_ALIASES = SHAPENET_PART_ALIASES  # "motor": the original code's name for category 10
 
-_SPLIT_PATTERNS = {
-    "train": ["ply_data_train*.h5"],
-    "val": ["ply_data_val*.h5"],
-    "trainval": ["ply_data_train*.h5", "ply_data_val*.h5"],
-    "test": ["ply_data_test*.h5"],
-}
+# split -> the published splits it is made of
+_SPLIT_PARTS = {"train": ("train",), "val": ("val",), "trainval": ("train", "val"),
+                "test": ("test",)}
 
 
-def _check_part_ids(pid: np.ndarray, category: np.ndarray, path: Path) -> np.ndarray:
+def _split_files(directory: Path, split: str) -> list[Path]:
+    """The h5 files of ``split``, for each published split it is made of: the files named in
+    ``<part>_hdf5_file_list.txt`` when that list exists (and is not empty), else
+    ``ply_data_<part>*.h5``.
+
+    Raises DatasetNotFoundError naming the list and the file when a listed file is missing, and
+    naming the published split (e.g. 'val' of 'trainval') when it has no file at all.
+    """
+    files: list[Path] = []
+    for part in _SPLIT_PARTS[split]:
+        listing = directory / f"{part}_hdf5_file_list.txt"
+        # Differs from the original: it globs '*train*.h5' (+ '*val*.h5') and never reads the
+        # published lists; reading them notices a listed file that is missing.
+        found = read_file_list(listing, directory) if listing.is_file() else []
+        pattern = f"ply_data_{part}*.h5"
+        if not found:
+            found = h5_files(directory, [pattern])
+        if not found:
+            of = f" (part of '{split}')" if part != split else ""
+            lst = f"{listing.name} is empty" if listing.is_file() else f"no {listing.name}"
+            raise DatasetNotFoundError(f"ShapeNetPart split '{part}'{of}: no files matching "
+                                       f"{directory / pattern} ({lst})")
+        files += found
+    return files
+
+
+def check_part_ids(pid: np.ndarray, category: np.ndarray, path: Path) -> np.ndarray:
     """Validate pid (M, P) against each shape's category range; return int64 (M, P)."""
     if not np.issubdtype(pid.dtype, np.integer):
         if not np.issubdtype(pid.dtype, np.floating) or not np.all(pid == np.round(pid)):
@@ -79,22 +109,19 @@ class ShapeNetPart(Dataset):
     def __init__(self, root: str | os.PathLike = "data", split: str = "trainval",
                  num_points: int | None = 2048, class_choice: str | None = None,
                  augment: bool = False) -> None:
-        if split not in _SPLIT_PATTERNS:
-            raise ValueError(f"ShapeNetPart split must be one of {sorted(_SPLIT_PATTERNS)}, "
+        if split not in _SPLIT_PARTS:
+            raise ValueError(f"ShapeNetPart split must be one of {sorted(_SPLIT_PARTS)}, "
                              f"got {split!r}")
         self.root = Path(root)
         self.split = split
         self.augment = augment
         self.dir = require_dir(self.root / SHAPENET_PART_DIR, "ShapeNetPart", self.root)
-        self.files = h5_files(self.dir, _SPLIT_PATTERNS[split])
-        if not self.files:
-            raise DatasetError(f"ShapeNetPart split '{split}': no files matching "
-                               f"{' or '.join(str(self.dir / p) for p in _SPLIT_PATTERNS[split])}")
+        self.files = _split_files(self.dir, split)
         datas, labels, pids = [], [], []
         for f in self.files:
             arrays = read_h5(f, ["data", "label", "pid"],
                              point_slice={"data": num_points, "pid": num_points},
-                             ndim={"data": 3, "pid": 2})
+                             ndim={"data": 3, "pid": 2}, per_point={"pid": "data"})
             data = check_points(arrays["data"], f)
             label = check_labels(arrays["label"], data.shape[0], NUM_CATEGORIES, f)
             pid = np.asarray(arrays["pid"])
@@ -102,7 +129,7 @@ class ShapeNetPart(Dataset):
             if stored["pid"] != stored["data"][:2]:
                 raise DatasetError(f"{f}: 'pid' has shape {stored['pid']}, expected "
                                    f"{stored['data'][:2]} to match 'data' {stored['data']}")
-            pids.append(_check_part_ids(pid, label, f))
+            pids.append(check_part_ids(pid, label, f))
             datas.append(data)
             labels.append(label)
         self.data = np.concatenate(datas, axis=0)

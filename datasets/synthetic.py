@@ -13,7 +13,7 @@ Usage::
     from datasets.synthetic import generate
     summary = generate("data/synthetic", preset="tiny", seed=0)
 
-Layouts written under ROOT (see /work/shared/reference/DATASETS.md for the real ones):
+Layouts written under ROOT (see data/README.md for the real ones):
 
 - ShapeNetRender: ``ShapeNet/<synset>/<object>.ply`` (2048 surface points, binary little-endian
   PLY, float x y z; centred, bounding-box diagonal 1 like ShapeNetCore v1) and
@@ -26,10 +26,14 @@ Layouts written under ROOT (see /work/shared/reference/DATASETS.md for the real 
   small random rotation about y), ``shape_names.txt``, ``train_files.txt``, ``test_files.txt``.
   It has more classes than the pretraining set: the shared families plus unseen ones.
 - ScanObjectNN: ``ScanObjectNN/main_split/{train,test}.h5`` (OBJ_BG: data float32 (N, 2048, 3),
-  label int64 (N,), mask int64 (N, 2048) with -1 = background, 1 = object) and
-  ``ScanObjectNN/main_split_nobg/`` (OBJ_ONLY, same objects). Each cloud is a simulated depth scan
-  of the object standing on a floor (one viewpoint, self-occlusion, occluding clutter, walls, sensor
-  noise, missing patches), cropped with the object's enlarged bounding box like ScanObjectNN.
+  label int64 (N,), mask int64 (N, 2048) with -1 = background, 1 = object),
+  ``ScanObjectNN/main_split_nobg/`` (OBJ_ONLY, same objects) and PB_T50_RS in
+  ``ScanObjectNN/main_split/{training,test}_objectdataset_augmentedrot_scale75.h5`` (same keys,
+  5N clouds: each object 5 times, each copy cropped with its box translated by up to 50 % of the
+  box size per axis, background included, rotated about the up axis by U(0, 360) degrees and
+  scaled per axis by U(0.75, 1.25); see ``_pb_t50_rs_copies``). Each cloud is a simulated depth
+  scan of the object standing on a floor (one viewpoint, self-occlusion, occluding clutter, walls,
+  sensor noise, missing patches), cropped with the object's enlarged bounding box like ScanObjectNN.
 - ShapeNetPart: ``shapenet_part_seg_hdf5_data/ply_data_{train,val,test}0.h5`` (data float32
   (N, 2048, 3), label uint8 (N, 1) category, pid uint8 (N, 2048) global part id in the official
   16-category / 50-part numbering), ``all_object_categories.txt``, ``{train,val,test}_hdf5_file_list.txt``,
@@ -67,8 +71,10 @@ from PIL import Image, ImageDraw
 
 from datasets import render as rd
 from datasets import synthetic_shapes as ss
-from datasets.io import write_ply
+from datasets.io import read_ply_points, write_ply
+from datasets.scanobjectnn import VARIANTS as SCANOBJECTNN_VARIANTS
 from util.fileio import atomic_write_text
+import util.meta as meta
 
 VERSION = 1
 MARKER = "SYNTHETIC.json"
@@ -83,6 +89,10 @@ NUM_POINTS = 2048
 IMAGE_SIZE = 137
 
 DATASETS = ("shapenet_render", "modelnet40", "scanobjectnn", "shapenet_part")
+# The key a dataset's marker entry must have to be reused: data written before a layout was added
+# (ScanObjectNN before PB_T50_RS) lacks it, and that dataset is generated again (same seed, same
+# bytes for the files it already had).
+MARKER_NEEDS = {"scanobjectnn": "variant_counts"}
 FOLDERS = {
     "shapenet_render": ("ShapeNet", "ShapeNetRendering"),
     "modelnet40": ("modelnet40_ply_hdf5_2048",),
@@ -90,13 +100,9 @@ FOLDERS = {
     "shapenet_part": ("shapenet_part_seg_hdf5_data",),
 }
 
-# The 13 3D-R2N2 / ShapeNetRender classes: (family, ShapeNet synset id).
-SHAPENET_RENDER_CLASSES = (
-    ("airplane", "02691156"), ("bench", "02828884"), ("cabinet", "02933112"), ("car", "02958343"),
-    ("chair", "03001627"), ("display", "03211117"), ("lamp", "03636649"), ("loudspeaker", "03691459"),
-    ("rifle", "04090263"), ("sofa", "04256520"), ("table", "04379243"), ("telephone", "04401088"),
-    ("watercraft", "04530566"),
-)
+# The 13 3D-R2N2 / ShapeNetRender classes: (family, ShapeNet synset id); each class name is also the
+# name of the synthetic family that stands in for it.
+SHAPENET_RENDER_CLASSES = meta.SHAPENET_RENDER_CLASSES
 # ModelNet40-style classes: (name in shape_names.txt, family). The first 13 share a family with the
 # pretraining set; the rest are unseen during pretraining (transfer, as in the paper).
 MODELNET_SHARED = (
@@ -110,19 +116,13 @@ MODELNET_UNSEEN = (
     ("bowl", "bowl"), ("stairs", "stairs"), ("vase", "vase"),
 )
 # ScanObjectNN's 15 classes in the official label order.
-SCANOBJECTNN_CLASSES = ("bag", "bin", "box", "cabinet", "chair", "desk", "display", "door", "shelf",
-                        "table", "bed", "pillow", "sink", "sofa", "toilet")
-# ShapeNetPart: (category name as in all_object_categories.txt, synset, family).
-SHAPENET_PART_CATEGORIES = (
-    ("Airplane", "02691156", "airplane"), ("Bag", "02773838", "bag"), ("Cap", "02954340", "cap"),
-    ("Car", "02958343", "car"), ("Chair", "03001627", "chair"), ("Earphone", "03261776", "earphone"),
-    ("Guitar", "03467517", "guitar"), ("Knife", "03624134", "knife"), ("Lamp", "03636649", "lamp"),
-    ("Laptop", "03642806", "laptop"), ("Motorbike", "03790512", "motorbike"), ("Mug", "03797390", "mug"),
-    ("Pistol", "03948459", "pistol"), ("Rocket", "04099429", "rocket"),
-    ("Skateboard", "04225987", "skateboard"), ("Table", "04379243", "table"),
-)
-PARTS_PER_CATEGORY = (4, 2, 2, 4, 4, 3, 3, 2, 4, 2, 6, 2, 3, 3, 3, 3)
-PART_OFFSETS = tuple(int(x) for x in np.cumsum((0,) + PARTS_PER_CATEGORY[:-1]))
+SCANOBJECTNN_CLASSES = meta.SCANOBJECTNN_CLASSES
+# ShapeNetPart: (category name as in all_object_categories.txt, synset, family); the family of each
+# category is the synthetic family of the same (lower-case) name.
+SHAPENET_PART_CATEGORIES = tuple((name.capitalize(), synset, name) for name, synset
+                                 in zip(meta.SHAPENET_PART_CATEGORIES, meta.SHAPENET_PART_SYNSETS))
+PARTS_PER_CATEGORY = meta.SHAPENET_PART_PARTS_PER_CATEGORY
+PART_OFFSETS = meta.SHAPENET_PART_OFFSETS
 
 
 @dataclass(frozen=True)
@@ -210,14 +210,6 @@ def _unit_sphere(points: np.ndarray) -> np.ndarray:
     """Centre on the centroid and scale so the farthest point has norm 1 (PointNet convention)."""
     p = points - points.mean(axis=0)
     return p / max(float(np.linalg.norm(p, axis=1).max()), 1e-9)
-
-
-def read_ply_points(path: Path) -> np.ndarray:
-    """Reads the (N, 3) float32 points of a PLY written by ``write_ply`` (for the contact sheet)."""
-    raw = Path(path).read_bytes()
-    end = raw.index(b"end_header\n") + len(b"end_header\n")
-    n = int([ln for ln in raw[:end].decode().splitlines() if ln.startswith("element vertex")][0].split()[-1])
-    return np.frombuffer(raw[end:end + 12 * n], dtype="<f4").reshape(n, 3)  # (N, 3)
 
 
 def write_h5(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -308,8 +300,60 @@ def _background(rng: np.random.Generator, obj_lo: np.ndarray, obj_hi: np.ndarray
     return prims
 
 
+# PB_T50_RS (ScanObjectNN's hardest variant, the *_augmentedrot_scale75.h5 files): each object 5
+# times, each copy cropped with its bounding box translated by up to 50 % of the box size along
+# each axis, rotated about the up axis and scaled.
+PB_COPIES = 5
+PB_SHIFT = 0.5  # box translation, fraction of the box size per axis: U(-0.5, 0.5)
+# Per-axis scale factors U(0.75, 1.25) ("scale75": we read it as +-25 %, an assumption; the
+# exact range of the real files is not stated in them).
+PB_SCALE = (0.75, 1.25)
+PB_T50_RS_FILES = {split: names[0] for split, names in SCANOBJECTNN_VARIANTS["pb_t50_rs"][1].items()}
+
+
+def _pb_t50_rs_copies(rng: np.random.Generator, scene_q: np.ndarray, scene_obj: np.ndarray,
+                      box_lo: np.ndarray, box_hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The PB_T50_RS copies of one scanned object.
+
+    Args:
+        scene_q: (M, 3) every scanned point of the scene in the object frame (y up, object on
+            the floor), missing patch already removed; scene_obj: (M,) bool, point is on the object.
+        box_lo, box_hi: (3,) the object's crop box in that frame (OBJ_BG's box).
+
+    Each copy: the box shifted by U(-PB_SHIFT, PB_SHIFT) x its size per axis (redrawn, up to 8
+    times, while the shifted box holds fewer than 64 object points; then unshifted), the points
+    inside it (object and background) sampled to NUM_POINTS, centred on the shifted box's centre
+    and scaled into the unit sphere (so the object sits off-centre, as in PB_T50), then rotated
+    about y by U(0, 360) degrees and scaled per axis by U(PB_SCALE).
+
+    Returns: data float32 (PB_COPIES, NUM_POINTS, 3), mask int64 (PB_COPIES, NUM_POINTS) with
+    1 = object, -1 = background.
+    """
+    size = box_hi - box_lo
+    datas, masks = [], []
+    for _ in range(PB_COPIES):
+        for _ in range(8):
+            shift = rng.uniform(-PB_SHIFT, PB_SHIFT, size=3) * size
+            inside = np.all((scene_q >= box_lo + shift) & (scene_q <= box_hi + shift), axis=1)
+            if scene_obj[inside].sum() >= 64:
+                break
+        else:
+            shift = np.zeros(3)
+            inside = np.all((scene_q >= box_lo) & (scene_q <= box_hi), axis=1)
+        pts, obj = scene_q[inside], scene_obj[inside]
+        sel = rng.choice(len(pts), NUM_POINTS, replace=len(pts) < NUM_POINTS)
+        p = pts[sel] - (box_lo + box_hi + 2 * shift) / 2
+        p = p / max(float(np.linalg.norm(p, axis=1).max()), 1e-9)
+        p = p @ ss.rot("y", rng.uniform(0, 2 * np.pi)).T * rng.uniform(*PB_SCALE, size=3)
+        datas.append(p.astype(np.float32))
+        masks.append(np.where(obj[sel], 1, -1).astype(np.int64))
+    return np.stack(datas), np.stack(masks)
+
+
 def _scan_cloud(seed: int, family: str, split: str, index: int) -> dict[str, np.ndarray]:
-    """One simulated ScanObjectNN object: OBJ_BG cloud + mask and the OBJ_ONLY cloud."""
+    """One simulated ScanObjectNN object: OBJ_BG cloud + mask, the OBJ_ONLY cloud, and the
+    PB_T50_RS copies ("pb_data" (PB_COPIES, 2048, 3), "pb_mask" (PB_COPIES, 2048)), drawn from a
+    generator of their own so that the other arrays do not depend on them."""
     rng = object_rng(seed, "scanobjectnn", family, split, index)
     mesh = ss.normalize_bbox_diagonal(ss.build_object(family, rng))
     lo_o, hi_o = mesh.vertices.min(0), mesh.vertices.max(0)
@@ -346,8 +390,9 @@ def _scan_cloud(seed: int, family: str, split: str, index: int) -> dict[str, np.
         pts = pts + dirs * rng.normal(0, rng.uniform(0.002, 0.008), size=(len(pts), 1))  # depth noise
         pts = pts + rng.normal(0, 0.0015, size=pts.shape)
         q = (pts @ R) - t  # back to the object frame: (p R^T)^-1 = p R
+        scene_obj = is_obj[face]  # (M,) the whole scan, for PB_T50_RS's shifted boxes
         inside = np.all((q >= lo_o - margin_lo) & (q <= hi_o + margin), axis=1)
-        pts, obj = pts[inside], is_obj[face[inside]]
+        pts, obj = pts[inside], scene_obj[inside]
         if obj.sum() >= NUM_POINTS:
             break
         res = int(res * 1.5)  # thin or distant object: scan again at a higher resolution
@@ -355,15 +400,21 @@ def _scan_cloud(seed: int, family: str, split: str, index: int) -> dict[str, np.
         raise RuntimeError(f"synthetic ScanObjectNN: no object point in the scan of {family} {split} {index}")
     if rng.random() < 0.3:  # a missing patch (reflective or dark surface)
         c = pts[obj][rng.integers(obj.sum())]
-        keep = np.linalg.norm(pts - c, axis=1) > rng.uniform(0.05, 0.15)
+        radius = rng.uniform(0.05, 0.15)
+        keep = np.linalg.norm(pts - c, axis=1) > radius
         if obj[keep].sum() >= 256:
             pts, obj = pts[keep], obj[keep]
+            scene_keep = np.linalg.norm(((q + t) @ R.T) - c, axis=1) > radius
+            q, scene_obj = q[scene_keep], scene_obj[scene_keep]
+    pb_data, pb_mask = _pb_t50_rs_copies(object_rng(seed, "scanobjectnn/pb_t50_rs", family, split, index),
+                                         q, scene_obj, lo_o - margin_lo, hi_o + margin)
     sel = rng.choice(len(pts), NUM_POINTS, replace=len(pts) < NUM_POINTS)
     obj_idx = np.flatnonzero(obj)
     sel_obj = obj_idx[rng.choice(len(obj_idx), NUM_POINTS, replace=len(obj_idx) < NUM_POINTS)]
     mask = np.where(obj[sel], 1, -1).astype(np.int64)
     return {"data": _unit_sphere(pts[sel]).astype(np.float32), "mask": mask,
-            "data_nobg": _unit_sphere(pts[sel_obj]).astype(np.float32)}
+            "data_nobg": _unit_sphere(pts[sel_obj]).astype(np.float32),
+            "pb_data": pb_data, "pb_mask": pb_mask}
 
 
 def _cloud_chunk(task: tuple) -> list[dict[str, np.ndarray]]:
@@ -490,7 +541,7 @@ def _gen_scanobjectnn(tmp: Path, cfg: Preset, seed: int, runner: _Runner) -> dic
     bg, nobg = tmp / "ScanObjectNN" / "main_split", tmp / "ScanObjectNN" / "main_split_nobg"
     bg.mkdir(parents=True)
     nobg.mkdir(parents=True)
-    counts = {}
+    counts, pb_counts = {}, {}
     for split, (objs, labels) in data.items():
         write_h5(bg / f"{split}.h5", {"data": np.stack([o["data"] for o in objs]),  # (N, 2048, 3)
                                       "label": labels.astype(np.int64),  # (N,)
@@ -498,8 +549,17 @@ def _gen_scanobjectnn(tmp: Path, cfg: Preset, seed: int, runner: _Runner) -> dic
         write_h5(nobg / f"{split}.h5", {"data": np.stack([o["data_nobg"] for o in objs]),
                                         "label": labels.astype(np.int64),
                                         "mask": np.ones((len(objs), NUM_POINTS), dtype=np.int64)})
+        # PB_T50_RS: each object's PB_COPIES copies next to each other, objects in the split's order.
+        write_h5(bg / PB_T50_RS_FILES[split],
+                 {"data": np.concatenate([o["pb_data"] for o in objs]),  # (PB_COPIES * N, 2048, 3)
+                  "label": np.repeat(labels.astype(np.int64), PB_COPIES),  # (PB_COPIES * N,)
+                  "mask": np.concatenate([o["pb_mask"] for o in objs])})  # (PB_COPIES * N, 2048)
         counts[split] = len(objs)
-    return {"counts": counts, "classes": [c for _, c in classes], "variants": ["main_split", "main_split_nobg"]}
+        pb_counts[split] = PB_COPIES * len(objs)
+    return {"counts": counts, "classes": [c for _, c in classes],
+            "variants": {"obj_bg": "main_split/{train,test}.h5", "obj_only": "main_split_nobg/{train,test}.h5",
+                         "pb_t50_rs": ", ".join(f"main_split/{n}" for n in PB_T50_RS_FILES.values())},
+            "variant_counts": {"obj_bg": counts, "obj_only": counts, "pb_t50_rs": pb_counts}}
 
 
 def _gen_shapenet_part(tmp: Path, cfg: Preset, seed: int, runner: _Runner) -> dict:
@@ -709,7 +769,8 @@ def generate(root: str | os.PathLike, preset: str = "tiny", seed: int = 0, progr
             f"seed={marker.get('seed')!r}, version={marker.get('version')!r}); pass force=True / --force "
             f"to replace it, or choose another --root")
     done = dict(marker.get("datasets", {})) if same else {}
-    done = {n: v for n, v in done.items() if all((root / f).is_dir() for f in FOLDERS[n])}
+    done = {n: v for n, v in done.items()
+            if all((root / f).is_dir() for f in FOLDERS[n]) and MARKER_NEEDS.get(n, "counts") in v}
     todo = list(names) if force else [n for n in names if n not in done]
     done = {n: v for n, v in done.items() if n not in todo}  # kept as they are
     if not todo:

@@ -10,8 +10,8 @@ from conftest import REPO_ROOT
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
 ALLOWED = {
     "models": {"torch", "torchvision", "models"},
-    # tqdm only for the synthetic generator's progress bar (imported inside the function that uses it).
-    "datasets": {"numpy", "h5py", "PIL", "torch", "trimesh", "embreex", "tqdm", "datasets"},
+    # tqdm only for progress bars (imported inside the functions that use them); plyfile reads PLY.
+    "datasets": {"numpy", "h5py", "PIL", "plyfile", "torch", "trimesh", "embreex", "tqdm", "datasets"},
     "util": {"torch", "torchvision", "numpy", "sklearn", "scipy", "tqdm", "matplotlib", "wandb", "util"},
 }
 # Dependency-free modules (standard library only) that every layer may import.

@@ -240,7 +240,7 @@ def test_shapenet_render_index_items_and_report(tmp_path):
     assert [o.object_id for o in ds.objects] == ["objA", "objB"]
     assert ds.objects[0].views == ("00.png", "01.png", "02.png")  # from renderings.txt
     assert ds.skipped == {"points_without_images": 1, "images_without_points": 1,
-                          "listed_views_missing": 1}
+                          "listed_views_missing": 1, "empty_class_folders": 0}
     torch.manual_seed(0)
     pc1, pc2, img = ds[0]
     assert pc1.shape == pc2.shape == (32, 3) and pc1.dtype == torch.float32
@@ -728,3 +728,329 @@ def test_loaders_read_synthetic_tiny(synthetic_root):
         sp = ShapeNetPart(synthetic_root, split)
         assert len(sp) > 0 and sp[0][2].shape == (2048,)
     assert check_mod.main(["--root", str(synthetic_root)]) == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Truncated renderings (loaded in part, as the original's LOAD_TRUNCATED_IMAGES = True does)
+# ------------------------------------------------------------------------------------------------
+
+def write_truncated_png(path, size=32, keep=0.5, seed=0):
+    """A valid RGBA PNG of random pixels with the last (1 - keep) of its bytes cut off."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.random.default_rng(seed).integers(0, 256, (size, size, 4), dtype=np.uint8)
+    Image.fromarray(arr, "RGBA").save(path)
+    raw = path.read_bytes()
+    path.write_bytes(raw[:int(len(raw) * keep)])
+    return arr
+
+
+def test_load_image_truncated_png_loads_in_part(tmp_path):
+    from PIL import ImageFile
+
+    from datasets.io import load_image_rgb
+
+    f = tmp_path / "cut.png"
+    arr = write_truncated_png(f, size=32, keep=0.6)
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    img, truncated = load_image_rgb(f)
+    assert truncated and img.mode == "RGB" and img.size == (32, 32)
+    got = np.asarray(img)
+    np.testing.assert_array_equal(got[0], arr[0, :, :3])  # the first rows decode
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False  # restored after the tolerant retry
+    with pytest.raises(DatasetError, match="cut.png: unreadable image .*truncated"):
+        read_image_rgb(f)  # strict unless asked
+    assert read_image_rgb(f, allow_truncated=True).size == (32, 32)
+    good = tmp_path / "good.png"
+    write_png_rgba(good)
+    assert load_image_rgb(good)[1] is False
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    with pytest.raises(DatasetError, match="garbage.png: unreadable image"):
+        load_image_rgb(garbage)
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+def make_truncated_render(root, n_objects=4, n_points=32):
+    """``n_objects`` objects with one view each, every view a truncated PNG."""
+    for i in range(n_objects):
+        write_ply_binary(root / "ShapeNet" / "c" / f"o{i}.ply", points(n_points, i))
+        write_truncated_png(root / "ShapeNetRendering" / "c" / f"o{i}" / "rendering" / "00.png",
+                            seed=i)
+    return root
+
+
+def _log_warnings_to(log_dir, worker_id):
+    """worker_init_fn: write every warning of this worker process to a file of its own."""
+    warnings.simplefilter("always")
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        with open(Path(log_dir) / f"worker-{os.getpid()}.txt", "a") as f:
+            f.write(f"{category.__name__}: {message}\n")
+
+    warnings.showwarning = show
+
+
+def test_shapenet_render_truncated_views_warn_once_per_file_across_workers(tmp_path):
+    import functools
+
+    from datasets.shapenet_render import TruncatedImageWarning
+
+    root = make_truncated_render(tmp_path / "root")
+    ds = ShapeNetRender(root, num_points=32, image_size=8)
+    with pytest.warns(TruncatedImageWarning, match=r"o0[/\\]rendering[/\\]00.png: truncated image"):
+        ds[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TruncatedImageWarning)
+        ds[0]  # the same file again: counted, not warned
+    assert ds.image_stats() == {"truncated_loads": 2, "truncated_files": 1}
+    ds.reset_image_stats()
+    assert ds.image_stats() == {"truncated_loads": 0, "truncated_files": 1}
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for epoch in range(2):  # workers are re-created every epoch
+        loader = DataLoader(ds, batch_size=1, shuffle=False, num_workers=2,
+                            worker_init_fn=functools.partial(_log_warnings_to, logs))
+        assert sum(1 for _ in loader) == 4
+    assert ds.image_stats() == {"truncated_loads": 8, "truncated_files": 4}
+    lines = [ln for f in logs.iterdir() for ln in f.read_text().splitlines()]
+    warned = sorted(ln.split("rendering")[0][-3:-1] for ln in lines
+                    if ln.startswith("TruncatedImageWarning"))
+    assert warned == ["o1", "o2", "o3"]  # o0 was warned about in this process already
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TruncatedImageWarning)
+        ds[3]  # warned about in a worker: not again here
+
+
+def test_shapenet_render_truncated_views_counted_with_spawned_workers(tmp_path):
+    root = make_truncated_render(tmp_path)
+    ds = ShapeNetRender(root, num_points=32, image_size=8)
+    loader = DataLoader(ds, batch_size=2, num_workers=2, multiprocessing_context="spawn")
+    assert [b[2].shape for b in loader] == [(2, 3, 8, 8)] * 2
+    assert ds.image_stats() == {"truncated_loads": 4, "truncated_files": 4}
+
+
+def _loader_error(loader):
+    """The message of the DatasetError a DataLoader raises, or None. The traceback is dropped so
+    that the loader's workers shut down now: a traceback cycle would keep the iterator alive until
+    a garbage collection, whose shutdown then waits out the workers' 5 s polling timeouts."""
+    try:
+        for _ in loader:
+            pass
+    except DatasetError as e:
+        e.__traceback__ = None
+        return str(e)
+    return None
+
+
+def test_shapenet_render_undecodable_view_raises_through_workers(tmp_path):
+    import re
+
+    root = make_truncated_render(tmp_path)
+    (root / "ShapeNetRendering" / "c" / "o2" / "rendering" / "00.png").write_bytes(b"garbage")
+    ds = ShapeNetRender(root, num_points=32, image_size=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        message = _loader_error(DataLoader(ds, batch_size=1, num_workers=2))
+    assert message and re.search(r"o2[/\\]rendering[/\\]00.png: unreadable image", message)
+
+
+# ------------------------------------------------------------------------------------------------
+# ShapeNetPart file lists (read like ModelNet40's train_files.txt)
+# ------------------------------------------------------------------------------------------------
+
+def test_shapenet_part_reads_file_lists(tmp_path):
+    d = make_shapenet_part(tmp_path)
+    # Only train0 listed (with a directory prefix, as some copies have): train1 is not read.
+    (d / "train_hdf5_file_list.txt").write_text("shapenet_part_seg_hdf5_data/ply_data_train0.h5\n")
+    (d / "val_hdf5_file_list.txt").write_text("ply_data_val0.h5\n")
+    tv = ShapeNetPart(tmp_path, "trainval", num_points=16)
+    assert [f.name for f in tv.files] == ["ply_data_train0.h5", "ply_data_val0.h5"]
+    assert tv.labels.tolist() == [0, 10, 15, 10]
+    (d / "test_hdf5_file_list.txt").write_text("ply_data_test0.h5\nply_data_test1.h5\n")
+    with pytest.raises(DatasetNotFoundError, match=r"test_hdf5_file_list.txt: lists "
+                                                   r"'ply_data_test1.h5' but .*ply_data_test1.h5 "
+                                                   r"does not exist"):
+        ShapeNetPart(tmp_path, "test", num_points=16)
+
+
+def test_shapenet_part_missing_val_split_is_an_error(tmp_path):
+    d = make_shapenet_part(tmp_path)
+    (d / "ply_data_val0.h5").unlink()
+    assert len(ShapeNetPart(tmp_path, "train", num_points=16)) == 4
+    with pytest.raises(DatasetNotFoundError, match=r"split 'val' \(part of 'trainval'\): no files "
+                                                   r"matching .*ply_data_val\*.h5 \(no "
+                                                   r"val_hdf5_file_list.txt\)"):
+        ShapeNetPart(tmp_path, "trainval", num_points=16)
+    (d / "val_hdf5_file_list.txt").write_text("ply_data_val0.h5\n")
+    with pytest.raises(DatasetNotFoundError, match="val_hdf5_file_list.txt: lists"):
+        ShapeNetPart(tmp_path, "trainval", num_points=16)
+
+
+def test_file_lists_written_by_the_synthetic_generator_are_used(synthetic_root):
+    d = synthetic_root / "shapenet_part_seg_hdf5_data"
+    for split in ("train", "val", "test"):
+        assert (d / f"{split}_hdf5_file_list.txt").is_file()
+    tv = ShapeNetPart(synthetic_root, "trainval", num_points=16)
+    assert [f.name for f in tv.files] == ["ply_data_train0.h5", "ply_data_val0.h5"]
+    assert [f.name for f in ModelNet40(synthetic_root, "test", num_points=16).files] == [
+        "ply_data_test0.h5"]
+
+
+# ------------------------------------------------------------------------------------------------
+# python -m datasets.check --full
+# ------------------------------------------------------------------------------------------------
+
+def make_damaged_root(root):
+    """make_all with 8 views for objA: 07.png is garbage, 06.png truncated, objA.ply cut short,
+    and an unlisted ModelNet40 file that is not HDF5."""
+    make_all(root, n_points=2048)
+    ra = root / "ShapeNetRendering" / "02691156" / "objA" / "rendering"
+    for v in range(8):
+        write_png_rgba(ra / f"{v:02d}.png", value=10 * v)
+    (ra / "renderings.txt").write_text("\n".join(f"{v:02d}.png" for v in range(8)) + "\n")
+    (ra / "07.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    write_truncated_png(ra / "06.png", keep=0.6)
+    ply = root / "ShapeNet" / "02691156" / "objA.ply"
+    ply.write_bytes(ply.read_bytes()[:-100])
+    (root / "modelnet40_ply_hdf5_2048" / "ply_data_train9.h5").write_bytes(b"junk")
+    return root
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_check_full_reports_every_bad_file(tmp_path, capsys, workers):
+    root = make_damaged_root(tmp_path)
+    assert check_mod.main(["--root", str(root), "--full", "--workers", str(workers)]) == 1
+    out = capsys.readouterr().out
+    ra = root / "ShapeNetRendering" / "02691156" / "objA" / "rendering"
+    assert f"BAD {ra / '07.png'}: unreadable image" in out
+    assert (f"BAD {root / 'ShapeNet' / '02691156' / 'objA.ply'}: truncated binary PLY: header "
+            "declares 2048 'vertex' rows") in out
+    assert (f"BAD {root / 'modelnet40_ply_hdf5_2048' / 'ply_data_train9.h5'}: cannot open as "
+            "HDF5") in out
+    assert f"truncated (loads in part, as in the original; not an error): {ra / '06.png'}" in out
+    assert "shapenet_render: FAILED (--full)" in out and "modelnet40: FAILED (--full)" in out
+    assert "full decode: 13 files (3 PLY, 10 PNG" in out and "2 bad, 1 truncated" in out
+    assert "scanobjectnn: ok (--full)" in out and "shapenet_part: ok (--full)" in out
+
+
+def test_check_sampled_mode_and_num_points(tmp_path, capsys):
+    make_all(tmp_path, n_points=2048)
+    assert check_mod.main(["--root", str(tmp_path), "--only", "shapenet_render"]) == 0
+    assert "points per cloud (2 clouds read): min 2048" in capsys.readouterr().out
+    assert check_mod.main(["--root", str(tmp_path), "--only", "shapenet_render",
+                           "--num_points", "4096"]) == 1
+    assert "objA.ply: has 2048 points, fewer than 4096" in capsys.readouterr().err
+    assert check_mod.main(["--root", str(tmp_path), "--only", "shapenet_render", "--full",
+                           "--workers", "1", "--num_points", "4096"]) == 1
+    out = capsys.readouterr().out
+    assert "objNoImg.ply: has 2048 points, fewer than --num_points 4096" in out
+    assert out.count("fewer than --num_points 4096") == 3  # every PLY, paired or not
+
+
+# ------------------------------------------------------------------------------------------------
+# Empty class folders, a data root that is a file, transposed clouds
+# ------------------------------------------------------------------------------------------------
+
+def test_shapenet_render_reports_empty_class_folders(tmp_path, capsys):
+    make_shapenet_render(tmp_path, n_points=2048)
+    (tmp_path / "ShapeNet" / "04379243").mkdir()
+    (tmp_path / "ShapeNetRendering" / "03636649").mkdir()
+    with pytest.warns(DatasetWarning, match=r"empty_class_folders=2 \(ShapeNet/04379243, "
+                                            r"ShapeNetRendering/03636649\)"):
+        ds = ShapeNetRender(tmp_path)
+    assert ds.skipped["empty_class_folders"] == 2 and len(ds) == 2
+    assert check_mod.main(["--root", str(tmp_path), "--only", "shapenet_render"]) == 0
+    out = capsys.readouterr().out
+    assert "empty_class_folders 2" in out and "ShapeNet/04379243" in out
+
+
+def test_data_root_that_is_a_file(tmp_path, capsys):
+    f = tmp_path / "data.tar.gz"
+    f.write_bytes(b"an archive, not a folder")
+    file_msg = f"{f} is a file, not a directory; pass the folder that holds"
+    cases = [(lambda r: ShapeNetRender(r), "ShapeNet/ and ShapeNetRendering/"),
+             (lambda r: ModelNet40(r), "modelnet40_ply_hdf5_2048/"),
+             (lambda r: ScanObjectNN(r), "ScanObjectNN/"),
+             (lambda r: ShapeNetPart(r), "shapenet_part_seg_hdf5_data/")]
+    for make, holds in cases:
+        for root in (f, f / "sub"):
+            with pytest.raises(DatasetNotFoundError) as e:
+                make(root)
+            msg = str(e.value)
+            assert f"{f} is a file, not a directory" in msg, msg
+            assert "; pass the folder that holds " + holds in msg, msg
+            assert "datasets.synthetic" not in msg and "download_data.sh" not in msg
+        with pytest.raises(DatasetNotFoundError, match=re_escape(file_msg)):
+            make(f)
+    assert check_mod.main(["--root", str(f)]) == 1
+    captured = capsys.readouterr()
+    assert file_msg in captured.err and "datasets.synthetic" not in captured.err
+
+
+def re_escape(s):
+    import re
+    return re.escape(s)
+
+
+def test_transposed_clouds_are_named(tmp_path):
+    tr = np.zeros((2, 3, 16), np.float32)  # (N, 3, P)
+    d = make_modelnet40(tmp_path)
+    (d / "ply_data_test0.h5").unlink()
+    write_h5(d / "ply_data_test0.h5", data=tr, label=np.zeros((2, 1), np.uint8))
+    problem = (r"ply_data_test0.h5: 'data' has shape \(2, 3, 16\), i.e. \(N, 3, P\): the clouds "
+               r"look transposed; expected \(N, P, 3\) = \(2, 16, 3\)")
+    for n in (8, 1024, None):
+        with pytest.raises(DatasetError, match=problem):
+            ModelNet40(tmp_path, "test", num_points=n)
+    so = tmp_path / "ScanObjectNN" / "main_split"
+    write_h5(so / "train.h5", data=tr, label=np.zeros(2, np.int64), mask=np.zeros((2, 16)))
+    for n in (1024, None):
+        with pytest.raises(DatasetError, match=problem.replace("ply_data_test0", "train")):
+            ScanObjectNN(tmp_path, "train", num_points=n)
+    sp = make_shapenet_part(tmp_path)
+    (sp / "ply_data_test0.h5").unlink()
+    pid = np.stack([part_ids_for(0, 16), part_ids_for(4, 16)]).astype(np.uint8)  # (2, 16)
+    write_h5(sp / "ply_data_test0.h5", data=tr, label=np.array([[0], [4]], np.uint8), pid=pid)
+    for n in (2048, None):
+        with pytest.raises(DatasetError, match=problem):
+            ShapeNetPart(tmp_path, "test", num_points=n)
+    (sp / "ply_data_test0.h5").unlink()
+    write_h5(sp / "ply_data_test0.h5", data=tr.transpose(0, 2, 1),
+             label=np.array([[0], [4]], np.uint8), pid=pid.T)  # pid (P, N)
+    for n in (16, None):
+        with pytest.raises(DatasetError, match=r"ply_data_test0.h5: 'pid' has shape \(16, 2\), i.e. "
+                                               r"\(P, N\): it looks transposed; expected \(N, P\) "
+                                               r"= \(2, 16\)"):
+            ShapeNetPart(tmp_path, "test", num_points=n)
+
+
+# ------------------------------------------------------------------------------------------------
+# PLY through plyfile: files the former hand-written parser rejected or misread
+# ------------------------------------------------------------------------------------------------
+
+# plyfile 1.1.5 writes the scalar properties of a big-endian element that has list properties in
+# native byte order, so the big-endian case has no list property in its vertex element.
+@pytest.mark.parametrize("text, byte_order, vertex_list", [(False, "<", True), (False, ">", False),
+                                                           (True, "=", True)])
+def test_read_ply_written_by_plyfile_with_lists_before_vertex(tmp_path, text, byte_order,
+                                                              vertex_list):
+    import plyfile
+
+    pts = points(30, 4)
+    vertex = np.zeros(30, dtype=[("x", "f8"), ("y", "f8"), ("z", "f8")]
+                      + ([("nbrs", "O")] if vertex_list else []))
+    vertex["x"], vertex["y"], vertex["z"] = pts[:, 0], pts[:, 1], pts[:, 2]
+    if vertex_list:
+        vertex["nbrs"] = [np.arange(1 + i % 3, dtype=np.int32) for i in range(30)]  # a list property
+    cams = np.zeros(2, dtype=[("ids", "O")])
+    cams["ids"] = [np.array([1, 2, 3], np.int32), np.array([4], np.int32)]  # variable-length lists
+    data = plyfile.PlyData([plyfile.PlyElement.describe(cams, "camera"),
+                            plyfile.PlyElement.describe(vertex, "vertex")],
+                           text=text, byte_order=byte_order,
+                           comments=["a comment that mentions end_header"])
+    f = tmp_path / "lists.ply"
+    data.write(str(f))
+    out = read_ply_points(f)
+    assert out.dtype == np.float32 and out.shape == (30, 3)
+    np.testing.assert_allclose(out, pts, rtol=1e-6)

@@ -35,16 +35,6 @@ def original_calculate_shape_iou(pred_np, seg_np, label):
     return shape_ious_
 
 
-def test_constants_match_datasets():
-    from datasets import shapenet_part
-
-    assert tuple(shapenet_part.CATEGORIES) == metrics.CATEGORIES
-    assert tuple(shapenet_part.PARTS_PER_CATEGORY) == metrics.PARTS_PER_CATEGORY
-    assert tuple(shapenet_part.PART_OFFSETS) == metrics.PART_OFFSETS
-    assert shapenet_part.NUM_PARTS == metrics.NUM_PARTS == sum(metrics.PARTS_PER_CATEGORY)
-    assert metrics.PART_OFFSETS == tuple(np.cumsum((0,) + metrics.PARTS_PER_CATEGORY[:-1]))
-
-
 def test_partial_overlap_two_parts():
     # bag: part 4 I=1 U=2 -> 1/2, part 5 I=2 U=3 -> 2/3
     ious = shape_ious([[4, 4, 5, 5]], [[4, 5, 5, 5]], [BAG])

@@ -13,6 +13,7 @@ from PIL import Image
 from datasets import render as rd
 from datasets import synthetic as syn
 from datasets import synthetic_shapes as ss
+from datasets.io import read_ply_points
 
 TINY = syn.PRESETS["tiny"]
 
@@ -70,7 +71,7 @@ def test_shapenet_render_layout(tiny_data_root):
                                            "property float x", "property float y", "property float z",
                                            "end_header"]
             assert len(raw) == len(header) + 2048 * 12
-            pts = syn.read_ply_points(ply)
+            pts = read_ply_points(ply)
             assert pts.shape == (2048, 3) and np.isfinite(pts).all()
             diag = np.linalg.norm(pts.max(0) - pts.min(0))
             assert 0.8 < diag <= 1.0 + 1e-5  # ShapeNetCore v1: bounding-box diagonal 1, centred
@@ -88,7 +89,7 @@ def test_renderings_are_real_views_of_the_cloud(tiny_data_root):
         assert names == [f"{i:02d}.png" for i in range(TINY.views)]
         meta = [line.split() for line in (rdir / "rendering_metadata.txt").read_text().splitlines()]
         assert len(meta) == len(names) and all(len(m) == 5 for m in meta)
-        pts = syn.read_ply_points(ply).astype(np.float64)
+        pts = read_ply_points(ply).astype(np.float64)
         for name, cols in zip(names, meta):
             az, el, inplane, ratio, fov = (float(c) for c in cols)
             assert 0 <= az < 360 and 25 <= el <= 30 and inplane == 0 and 0.7 <= ratio <= 0.9
@@ -154,6 +155,76 @@ def test_scanobjectnn_format(tiny_data_root):
                 assert (obj > 0.2).all() and (obj < 1).mean() > 0.5
             else:
                 assert (obj == 1).all()
+
+
+def test_scanobjectnn_pb_t50_rs_format(tiny_data_root):
+    from datasets import check
+    from datasets.scanobjectnn import ScanObjectNN
+
+    folder = tiny_data_root / "ScanObjectNN" / "main_split"
+    for split, per_class in (("train", TINY.scan[0]), ("test", TINY.scan[1])):
+        name = {"train": "training", "test": "test"}[split] + "_objectdataset_augmentedrot_scale75.h5"
+        with h5py.File(folder / name, "r") as f:
+            assert sorted(f.keys()) == ["data", "label", "mask"]
+            data, label, mask = f["data"][:], f["label"][:], f["mask"][:]
+        with h5py.File(folder / f"{split}.h5", "r") as f:
+            bg_label = f["label"][:]
+        n = per_class * TINY.scan_classes * syn.PB_COPIES
+        assert data.dtype == np.float32 and data.shape == (n, 2048, 3)
+        assert label.dtype == np.int64 and label.shape == (n,) and mask.shape == (n, 2048)
+        np.testing.assert_array_equal(label, np.repeat(bg_label, syn.PB_COPIES))  # 5 copies each
+        assert set(np.unique(mask)) == {-1, 1}
+        obj = (mask == 1).mean(1)
+        assert (obj > 0).all() and (obj < 1).mean() > 0.5  # background points included
+        radius = np.linalg.norm(data, axis=2).max(1)  # unit sphere, then scaled by 0.75..1.25
+        assert (radius > 0.75 - 1e-5).all() and (radius < 1.25 + 1e-5).all()
+        copies = data.reshape(-1, syn.PB_COPIES, 2048, 3)
+        assert all(not np.allclose(c[0], c[k]) for c in copies for k in range(1, syn.PB_COPIES))
+        ds = ScanObjectNN(tiny_data_root, split, variant="pb_t50_rs", num_points=1024)
+        assert len(ds) == n and ds.file.name == name
+    counts = syn._read_json(tiny_data_root / syn.MARKER)["datasets"]["scanobjectnn"]["variant_counts"]
+    assert counts["pb_t50_rs"] == {"train": 5 * 6 * TINY.scan[0], "test": 5 * 6 * TINY.scan[1]}
+    assert counts["obj_bg"] == counts["obj_only"] == {"train": 6 * TINY.scan[0], "test": 6 * TINY.scan[1]}
+    lines = check.check_scanobjectnn(tiny_data_root)
+    assert any(ln.startswith(f"  pb_t50_rs train: {counts['pb_t50_rs']['train']} clouds") for ln in lines)
+
+
+def test_pb_t50_rs_copies_shift_rotate_and_scale_the_box():
+    rng = np.random.default_rng(0)
+    obj_pts = rng.uniform(-0.2, 0.2, size=(4000, 3)) + [0, 0.2, 0]  # object in its box
+    floor = np.c_[rng.uniform(-1, 1, 3000), np.zeros(3000), rng.uniform(-1, 1, 3000)]
+    scene = np.concatenate([obj_pts, floor])
+    is_obj = np.r_[np.ones(4000, bool), np.zeros(3000, bool)]
+    data, mask = syn._pb_t50_rs_copies(np.random.default_rng(0), scene, is_obj,
+                                       np.array([-0.25, -0.01, -0.25]), np.array([0.25, 0.45, 0.25]))
+    assert data.shape == (syn.PB_COPIES, 2048, 3) and mask.shape == (syn.PB_COPIES, 2048)
+    offsets = [tuple(np.round(d[m == 1].mean(0), 3)) for d, m in zip(data, mask)]
+    assert len(set(offsets)) == syn.PB_COPIES  # each copy its own box shift, rotation and scale
+    assert max(np.linalg.norm(o) for o in offsets) > 0.05  # the object sits off-centre
+    # the floor stays horizontal: rotation is about the up (y) axis only
+    with_floor = [(d, m) for d, m in zip(data, mask) if (m == -1).sum() > 10]
+    assert with_floor  # a box shifted upwards may leave the floor out, not every box does
+    for d, m in with_floor:
+        assert np.ptp(d[m == -1][:, 1]) < 1e-4
+
+
+def test_old_marker_without_pb_t50_rs_regenerates_scanobjectnn(tmp_path):
+    root = tmp_path / "old"
+    syn.generate(root, preset="tiny", seed=0, progress=False, only="scanobjectnn")
+    before = _tree_hash(root / "ScanObjectNN")
+    # What a run before PB_T50_RS existed left: no PB files, no variant_counts in the marker.
+    for f in (root / "ScanObjectNN" / "main_split").glob("*_augmentedrot_scale75.h5"):
+        f.unlink()
+    marker = syn._read_json(root / syn.MARKER)
+    del marker["datasets"]["scanobjectnn"]["variant_counts"]
+    (root / syn.MARKER).write_text(__import__("json").dumps(marker))
+    out = syn.generate(root, preset="tiny", seed=0, progress=False, only="scanobjectnn")
+    assert out["reused"] is False and _tree_hash(root / "ScanObjectNN") == before
+    assert syn.generate(root, preset="tiny", seed=0, progress=False, only="scanobjectnn")["reused"]
+
+
+def test_docstring_cites_files_inside_the_repository():
+    assert "data/README.md" in syn.__doc__ and "/work/" not in syn.__doc__
 
 
 def test_shapenet_part_format(tiny_data_root):

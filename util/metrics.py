@@ -9,9 +9,8 @@ Definitions (those of the original DGCNN / CrossPoint ``calculate_shape_IoU``):
 - class mIoU: the mean, over the categories present in the evaluated set, of the mean per-shape
   IoU of the shapes of that category.
 
-All functions work on *global* part ids (0..49). ``util`` must not import ``datasets``, so the
-ShapeNetPart part table is repeated here as defaults (``tests/test_metrics.py`` asserts it equals
-the one in ``datasets.shapenet_part``); every function takes the table as optional arguments.
+All functions work on *global* part ids (0..49). The default ShapeNetPart part table comes from
+``util.meta`` (its one definition); every function takes the table as optional arguments.
 """
 
 from typing import Dict, Optional, Sequence, Tuple, Union
@@ -20,14 +19,11 @@ import numpy as np
 import torch
 
 # The 16 ShapeNetPart categories in the official order, their part counts and the first global
-# part id of each category (global part ids are contiguous in category order).
-CATEGORIES: Tuple[str, ...] = (
-    "airplane", "bag", "cap", "car", "chair", "earphone", "guitar", "knife",
-    "lamp", "laptop", "motorbike", "mug", "pistol", "rocket", "skateboard", "table",
-)
-PARTS_PER_CATEGORY: Tuple[int, ...] = (4, 2, 2, 4, 4, 3, 3, 2, 4, 2, 6, 2, 3, 3, 3, 3)
-PART_OFFSETS: Tuple[int, ...] = (0, 4, 6, 8, 12, 16, 19, 22, 24, 28, 30, 36, 38, 41, 44, 47)
-NUM_PARTS: int = 50
+# part id of each category (global part ids are contiguous in category order), from util/meta.py.
+from util.meta import SHAPENET_PART_CATEGORIES as CATEGORIES
+from util.meta import SHAPENET_PART_NUM_PARTS as NUM_PARTS
+from util.meta import SHAPENET_PART_OFFSETS as PART_OFFSETS
+from util.meta import SHAPENET_PART_PARTS_PER_CATEGORY as PARTS_PER_CATEGORY
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
 
