@@ -376,6 +376,7 @@ def train(run: Run, pre: Pretraining) -> dict[str, Any]:
         for m in run.models.values():
             m.train()
         t0 = time.perf_counter()
+        pre.dataset.reset_image_stats()
         stats = run.train_epoch(pre.step_fn, pre.loader, epoch)
         if not args.lr_step_before_epoch:
             run.scheduler.step()
@@ -396,6 +397,12 @@ def train(run: Run, pre: Pretraining) -> dict[str, Any]:
                    for kind, module in run.models.items()}
         parts = " ".join(f"{k}={record[k]:.4f}" for k in ("loss", "imid", "cmid") if k in record)
         probe_txt = "".join(f" {k}={record[k]:.4f}" for k in ("probe_val_acc", "probe_test_acc") if k in record)
+        # Truncated renderings load in part, as in the original (each file is warned about once).
+        images = pre.dataset.image_stats()
+        record["truncated_image_loads"] = images["truncated_loads"]
+        if images["truncated_loads"]:
+            probe_txt += (f" | {images['truncated_loads']} load(s) of truncated renderings "
+                          f"({images['truncated_files']} file(s) so far, named in the warnings)")
         run.end_epoch(epoch, record, is_best, weights,
                       f"epoch {epoch}: {parts} lr={record['lr']:.3e} {record['samples_per_s']:.1f} samples/s"
                       f"{probe_txt}")

@@ -33,12 +33,13 @@ import numpy as np
 
 from .io import (DatasetError, DatasetNotFoundError, check_labels, check_points, load_image_rgb,
                  read_h5, read_lines, read_ply_points, root_is_file_message)
+from .custom import CUSTOM_DIR, CustomClassification
 from .modelnet40 import MODELNET40_DIR, NUM_CLASSES as MODELNET40_NUM_CLASSES, ModelNet40
 from .scanobjectnn import SCANOBJECTNN_CLASSES, VARIANTS, ScanObjectNN, find_variant_dir
 from .shapenet_part import (CATEGORIES, SHAPENET_PART_DIR, ShapeNetPart, check_part_ids)
 from .shapenet_render import ShapeNetRender
 
-DATASETS = ("shapenet_render", "modelnet40", "scanobjectnn", "shapenet_part")
+DATASETS = ("shapenet_render", "modelnet40", "scanobjectnn", "shapenet_part", "custom")
 
 
 class NotFound(Exception):
@@ -123,6 +124,16 @@ def check_modelnet40(root: Path) -> list[str]:
     return lines
 
 
+def check_custom(root: Path) -> list[str]:
+    """The classification set written by ``python -m datasets.prepare_meshes`` (``custom_cls/``)."""
+    if not (root / CUSTOM_DIR).exists():
+        raise NotFound
+    lines = []
+    for split in ("train", "test"):
+        lines += _classification_lines(CustomClassification(root, split, num_points=None), split)
+    return lines
+
+
 def check_scanobjectnn(root: Path) -> list[str]:
     lines, found = [], False
     for variant in VARIANTS:
@@ -183,9 +194,13 @@ def _visible(paths) -> list[Path]:
 
 
 def _h5_class_count(dataset: str, folder: Path) -> int:
-    if dataset == "modelnet40":
+    if dataset in ("modelnet40", "custom"):
         names = folder / "shape_names.txt"
-        return len(read_lines(names)) if names.is_file() else MODELNET40_NUM_CLASSES
+        if names.is_file():
+            return len(read_lines(names))
+        # A custom set without its names is already reported INVALID by check_custom; its files are still
+        # decoded, without a label-range check.
+        return MODELNET40_NUM_CLASSES if dataset == "modelnet40" else 2**31 - 1
     return len(SCANOBJECTNN_CLASSES) if dataset == "scanobjectnn" else len(CATEGORIES)
 
 
@@ -199,6 +214,8 @@ def full_tasks(root: Path, dataset: str, num_points: int) -> list[FileTask]:
                 + [FileTask(dataset, "png", str(p)) for p in pngs])
     if dataset == "modelnet40":
         folders = [root / MODELNET40_DIR]
+    elif dataset == "custom":
+        folders = [root / CUSTOM_DIR]
     elif dataset == "shapenet_part":
         folders = [root / SHAPENET_PART_DIR]
     else:
@@ -352,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "modelnet40": lambda: check_modelnet40(root),
         "scanobjectnn": lambda: check_scanobjectnn(root),
         "shapenet_part": lambda: check_shapenet_part(root),
+        "custom": lambda: check_custom(root),
     }
     print(f"data root: {root.resolve()}")
     failed, missing, found = [], [], []

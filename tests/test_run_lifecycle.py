@@ -248,3 +248,20 @@ def test_training_on_a_full_disk_stops_clearly_and_keeps_the_last_state(tiny_dat
         assert torch.load(ckpt / "training_state_last.pt", weights_only=True)["epoch"] == 0
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_truncated_renderings_load_and_are_counted_in_the_epoch_log(tiny_data_root, tmp_path):
+    """As the original (PIL's LOAD_TRUNCATED_IMAGES), a rendering cut short still trains; the epoch log counts it."""
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data_root, root)
+    for png in (root / "ShapeNetRendering").rglob("*.png"):
+        data = png.read_bytes()
+        png.write_bytes(data[: len(data) * 2 // 3])
+    argv = ["--data_root", str(root), "--output_dir", str(tmp_path), "--exp_name", "trunc", "--preset", "tiny",
+            "--probe_dataset", "none", "--max_steps_per_epoch", "1", "--batch_size", "4", "--num_workers", "0",
+            "--no_progress", "--epochs", "1"]
+    with pytest.warns(UserWarning, match="truncated"):
+        summary = train_crossmodal.main(argv)
+    loads = summary["history"][0]["truncated_image_loads"]
+    assert loads >= 4  # every view is truncated: at least one batch of 4 objects was loaded
+    assert f"{loads} load(s) of truncated renderings" in (tmp_path / "trunc" / "log.txt").read_text()
