@@ -28,7 +28,7 @@ from util.evaluation import few_shot
 from util.fileio import InputFileError
 from util.frozen_eval import (ExtractOptions, add_eval_arguments, default_output, load_features, result_header,
                               write_result, write_tsne)
-from util.presets import add_preset_argument, parse_with_preset
+from util.presets import FEWSHOT, add_preset_argument, parse_with_preset
 from util.training import resolve_device
 
 PROG = "eval_fewshot.py"
@@ -43,13 +43,13 @@ PROTOCOLS = {
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Few-shot classification of frozen point-encoder features")
     add_preset_argument(p, "fewshot")
-    add_eval_arguments(p, CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, None,
+    add_eval_arguments(p, CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, FEWSHOT["num_points"],
                        "points per cloud, the first N of each (default: every stored point, as the original, which "
                        "ignored its --num_points flag; 2048 in the published files)")
-    p.add_argument("--k_way", type=int, default=5, help="classes per episode (paper: 5 or 10)")
-    p.add_argument("--m_shot", type=int, default=10, help="support samples per class (paper: 10 or 20)")
-    p.add_argument("--n_query", type=int, default=20, help="query samples per class (original: 20)")
-    p.add_argument("--n_runs", type=int, default=10,
+    p.add_argument("--k_way", type=int, default=FEWSHOT["k_way"], help="classes per episode (paper: 5 or 10)")
+    p.add_argument("--m_shot", type=int, default=FEWSHOT["m_shot"], help="support samples per class (paper: 10 or 20)")
+    p.add_argument("--n_query", type=int, default=FEWSHOT["n_query"], help="query samples per class (original: 20)")
+    p.add_argument("--n_runs", type=int, default=FEWSHOT["n_runs"],
                    help="episodes; mean ± std over them (paper: 10; the original fsl_script.sh used 50)")
     p.add_argument("--svm_C", type=float, default=1.0, help="SVC C (original: scikit-learn's default 1.0)")
     p.add_argument("--query_split", choices=["train", "test"], default="train",

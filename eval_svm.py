@@ -29,7 +29,7 @@ from util.fileio import InputFileError
 from util.frozen_eval import (C_SELECT, DEFAULT_C_GRID, ExtractOptions, SVMConfig, add_eval_arguments,
                               default_output, result_header, svm_on_dataset, svm_result_fields, write_result,
                               write_tsne)
-from util.presets import add_preset_argument, parse_with_preset
+from util.presets import SVM_C, SVM_POINTS, add_preset_argument, parse_with_preset
 from util.training import resolve_device
 
 PROG = "eval_svm.py"
@@ -39,9 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Linear-SVM evaluation of a frozen point encoder "
                                 "(CrossPoint Tables 1 and 2)")
     add_preset_argument(p, "svm")
-    add_eval_arguments(p, CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, 1024,
+    add_eval_arguments(p, CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, SVM_POINTS,
                        "points per cloud, the first N of each (original: 1024)")
-    p.add_argument("--C", type=float, default=0.01,
+    p.add_argument("--C", type=float, default=SVM_C,
                    help="SVM C (original eval_ssl.ipynb: 0.01; the original training script's model selection: 0.1)")
     p.add_argument("--C_grid", type=float, nargs="+", default=None,
                    help=f"candidate C values for --C_select cv|test (default with those: {list(DEFAULT_C_GRID)})")

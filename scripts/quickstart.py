@@ -1,19 +1,33 @@
 """The main job, end to end: data -> CrossPoint pretraining -> linear SVM, few-shot, part segmentation.
 
-    python scripts/quickstart.py --preset small            # synthetic data, CPU, about 10 minutes
-    python scripts/quickstart.py --preset full --device cuda   # GPU-scale synthetic run
-    python scripts/quickstart.py --data_root data --device cuda  # the real archives, published settings
+    python scripts/quickstart.py                                  # preset small, seed 1, synthetic data, CPU
+    python scripts/quickstart.py --seeds 1 2 3 4 5 --stages pretrain eval partseg cls   # the ablation with spread
+    python scripts/quickstart.py --preset paper --device cuda     # GPU-scale synthetic run, published settings
+    python scripts/quickstart.py --data_root data --device cuda   # the real archives, published settings
 
-It compares three point encoders of the same architecture on the same data and settings:
-CrossPoint (IMID + CMID), IMID only (no image branch in the loss), and a randomly initialized
-encoder (no training). Results go to ``<results_dir>/quickstart.json`` and ``quickstart.md`` with
-t-SNE pictures of the test features. Numbers on synthetic data are labelled as such: they are not
-the paper's tables.
+It compares point encoders of the same architecture on the same data and settings: CrossPoint
+(IMID + CMID), IMID only (no image branch in the loss) and a randomly initialized encoder, with the
+linear SVM (fixed C, the original protocol) and few-shot classification (both protocols: queries from
+train, the original; queries from test, stricter). Stage ``partseg`` fine-tunes part segmentation from
+scratch (a pipeline check); stage ``cls`` fine-tunes a classifier from the CrossPoint encoder and from
+random init. Every training run is a separate process (``train_*.py`` with ``--preset``), so nothing here
+restates their settings; a stage that finished is skipped and an interrupted one resumed, and a seed whose
+``result.json`` exists is not run again, so a long multi-seed run survives interruption.
+
+One seed writes ``<results_dir>/quickstart.{json,md}`` and t-SNE pictures (with the seed-to-seed spread
+measured in a committed ``ablation.json`` of the same preset, if any); several seeds write
+``<results_dir>/ablation.{json,md}``: per-seed values, mean ± std, and seed-paired differences with 95%
+intervals. Numbers on synthetic data are labelled as such: they are not the paper's tables.
 """
 
+from __future__ import annotations
+
 import argparse
+import hashlib
 import json
+import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,74 +36,51 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-import eval_fewshot  # noqa: E402
-import eval_svm  # noqa: E402
-import train_crossmodal  # noqa: E402
-import train_partseg  # noqa: E402
+import torch  # noqa: E402
+
+from datasets.classification import ClassificationData  # noqa: E402
 from datasets.synthetic import data_kind, generate  # noqa: E402
-from util.checkpoint import atomic_write_text  # noqa: E402
+from models import build_point_encoder  # noqa: E402
+from util.encoders import RANDOM_INIT, load_point_encoder  # noqa: E402
+from util.evaluation import few_shot  # noqa: E402
+from util.fileio import atomic_write_text  # noqa: E402
+from util.frozen_eval import ExtractOptions, SVMConfig, load_features, svm_on_dataset, write_tsne  # noqa: E402
+from util.presets import (FEWSHOT, PRETRAIN_K, PUBLISHED_EMB_DIMS, SVM_C, SVM_POINTS, setting)  # noqa: E402
+from util.stats import paired_difference, summarize  # noqa: E402
+from util.training import resolve_device  # noqa: E402
 
-# Settings per scale. "paper" is what the published runs used (and what --data_root with the
-# real archives runs); the others are cut down so a CPU finishes in minutes.
-SETTINGS: dict[str, dict[str, Any]] = {
-    "tiny": {
-        "pretrain": {"num_points": 256, "k": 8, "emb_dims": 64, "img_model": "resnet18", "image_size": 32,
-                     "batch_size": 8, "epochs": 2, "lr": 1e-3, "probe_every": 2, "probe_points": 256},
-        "eval_points": 256,
-        "fewshot": {"k_way": 5, "m_shot": 2, "n_query": 2, "n_runs": 5},
-        "partseg": {"num_points": 256, "k": 8, "emb_dims": 64, "batch_size": 8, "epochs": 2, "lr": 0.1},
-    },
-    "small": {
-        "pretrain": {"num_points": 512, "k": 15, "emb_dims": 256, "img_model": "resnet18", "image_size": 64,
-                     "batch_size": 20, "epochs": 15, "lr": 1e-3, "probe_every": 5, "probe_points": 512},
-        "eval_points": 512,
-        "fewshot": {"k_way": 5, "m_shot": 10, "n_query": 15, "n_runs": 10},
-        "partseg": {"num_points": 512, "k": 10, "emb_dims": 256, "batch_size": 16, "epochs": 3, "lr": 0.1},
-    },
-    "paper": {
-        "pretrain": {"num_points": 2048, "k": 15, "emb_dims": 1024, "img_model": "resnet50", "image_size": 224,
-                     "batch_size": 20, "epochs": 100, "lr": 1e-3, "probe_every": 1, "probe_points": 1024},
-        "eval_points": 1024,
-        "fewshot": {"k_way": 5, "m_shot": 10, "n_query": 20, "n_runs": 10},
-        "partseg": {"num_points": 2048, "k": 40, "emb_dims": 1024, "batch_size": 8, "epochs": 300, "lr": 0.1},
-    },
-}
-SETTINGS["full"] = SETTINGS["paper"]
-
-ARMS = {
-    "crosspoint": "CrossPoint (IMID + CMID)",
-    "imid_only": "IMID only",
-    "random": "Random init (no training)",
-}
+ARMS = {"crosspoint": "CrossPoint (IMID + CMID)", "imid_only": "IMID only", "random": "Random init (no training)"}
 SVM_DATASETS = ("modelnet40", "scanobjectnn")
+PROTOCOLS = {"train": "queries from train (original)", "test": "queries from test (strict)"}
+CLS_ARMS = {"crosspoint": "from CrossPoint", "random": "from random init"}
+CLS_DATA = {"dataset": "scanobjectnn", "variant": "obj_bg"}
+STAGES = ("pretrain", "eval", "partseg", "cls")
+# Environment of every training process: one BLAS/OpenMP thread pool of a fixed size, so results do not
+# depend on how many cores the machine has (see the README's reproducibility section).
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", choices=["tiny", "small", "full"], default="small",
-                   help="synthetic data preset and matching settings (default: small, CPU-sized)")
+    p.add_argument("--preset", choices=["tiny", "small", "paper"], default="small",
+                   help="settings of every script (util/presets.py) and the synthetic data size (paper: 'full')")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1],
+                   help="training/evaluation seeds; several give per-seed values, mean ± std and paired intervals")
+    p.add_argument("--stages", nargs="+", choices=STAGES, default=["pretrain", "eval", "partseg"],
+                   help="what to run per seed (cls: classification fine-tuning, CrossPoint vs random init)")
     p.add_argument("--data_root", default=None,
                    help="existing data root (real archives or synthetic); default: generate data/synthetic_<preset>")
+    p.add_argument("--data_seed", type=int, default=1, help="seed of the generated synthetic data (fixed across seeds)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--seed", type=int, default=1, help="seed for data generation, training and evaluation")
+    p.add_argument("--threads", type=int, default=2,
+                   help="intra-op threads of every process (fixed, so results do not depend on the core count)")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's pretraining epochs")
-    p.add_argument("--partseg_epochs", type=int, default=None, help="override the preset's part-seg epochs")
     p.add_argument("--num_workers", type=int, default=1, help="DataLoader workers for pretraining")
     p.add_argument("--runs_dir", default="runs/quickstart", help="where training runs and checkpoints go")
-    p.add_argument("--results_dir", default="results", help="where quickstart.json/.md and the pictures go")
+    p.add_argument("--results_dir", default="results", help="where the reports and pictures go")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast on GPU")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p
-
-
-def _flags(options: dict[str, Any]) -> list[str]:
-    """{"num_points": 512} -> ["--num_points", "512"]; True -> bare flag, None/False -> omitted."""
-    argv: list[str] = []
-    for key, value in options.items():
-        if value is None or value is False:
-            continue
-        argv += [f"--{key}"] if value is True else [f"--{key}", str(value)]
-    return argv
 
 
 class Stopwatch:
@@ -116,160 +107,327 @@ def prepare_data(args: argparse.Namespace) -> tuple[Path, str]:
     if args.data_root is not None:
         root = Path(args.data_root)
         return root, data_kind(root)
-    root = REPO_ROOT / "data" / f"synthetic_{args.preset}"
-    generate(root, preset=args.preset, seed=args.seed, progress=not args.no_progress)
+    size = "full" if args.preset == "paper" else args.preset
+    root = REPO_ROOT / "data" / f"synthetic_{size}"
+    generate(root, preset=size, seed=args.data_seed, progress=not args.no_progress)
     return root, "synthetic"
 
 
-def pretrain(arm: str, args: argparse.Namespace, settings: dict[str, Any], data_root: Path) -> dict[str, Any]:
-    """Pretrain one arm; returns train_crossmodal's summary plus the weights path."""
-    options = dict(settings["pretrain"])
+def child_env(args: argparse.Namespace) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **{v: str(args.threads) for v in THREAD_VARS}}
+    env.setdefault("WANDB_MODE", "disabled")
+    return env
+
+
+def run_script(args: argparse.Namespace, script: str, run_dir: Path, flags: list[str]) -> None:
+    """``python <script> --preset P ... --exp_name <run_dir>``: resumes a run that has a training state, starts
+    over one that does not (a run killed before its first checkpoint)."""
+    cmd = [sys.executable, str(REPO_ROOT / script), "--preset", args.preset, "--output_dir", str(run_dir.parent),
+           "--exp_name", run_dir.name, "--device", args.device, "--amp", args.amp, "--print_freq", "100000", *flags]
+    if (run_dir / "checkpoints" / "training_state_last.pt").is_file():
+        cmd += ["--resume", str(run_dir)]
+    elif run_dir.exists():
+        cmd.append("--overwrite")
+    if args.no_progress:
+        cmd.append("--no_progress")
+    print("$ " + " ".join(cmd[1:]), flush=True)
+    code = subprocess.run(cmd, cwd=REPO_ROOT, env=child_env(args)).returncode
+    if code != 0:
+        raise SystemExit(f"quickstart: {script} failed (exit status {code}; its message is above). Fix the cause and "
+                         "run the same command again: finished stages are skipped and this one resumes.")
+
+
+def pretrain(args: argparse.Namespace, arm: str, seed: int, seed_dir: Path, data_root: Path) -> dict[str, Any]:
+    """Pretrain one arm (or resume it); returns its summary from the training state."""
+    run_dir = seed_dir / arm
+    flags = ["--data_root", str(data_root), "--seed", str(seed), "--num_workers", str(args.num_workers),
+             "--model", "dgcnn", "--probe_dataset", "modelnet40"] + (["--imid_only"] if arm == "imid_only" else [])
     if args.epochs is not None:
-        options["epochs"] = args.epochs
-    options.update({
-        "data_root": data_root, "device": args.device, "seed": args.seed, "num_workers": args.num_workers,
-        "output_dir": Path(args.runs_dir), "exp_name": arm, "model": "dgcnn", "amp": args.amp,
-        "probe_dataset": "modelnet40", "imid_only": arm == "imid_only", "no_progress": args.no_progress,
-        "print_freq": 10_000,
-    })
-    run_dir = Path(args.runs_dir) / arm
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # a fresh run each time: the comparison must not mix settings
-    summary = train_crossmodal.main(_flags(options))
-    summary["weights"] = str(run_dir / "checkpoints" / "point_encoder_best.pth")
-    return summary
+        flags += ["--epochs", str(args.epochs)]
+    run_script(args, "train_crossmodal.py", run_dir, flags)
+    state = torch.load(run_dir / "checkpoints" / "training_state_last.pt", weights_only=True)
+    history = state["extra"]["history"]
+    return {"weights": str(run_dir / "checkpoints" / "point_encoder_best.pth"),
+            "best_epoch": state["extra"]["best_epoch"], "best_probe_val_accuracy": state["extra"]["best_metric"],
+            "first_loss": history[0]["loss"], "final_loss": history[-1]["loss"], "epochs": len(history)}
 
 
-def evaluate_arm(weights: str, args: argparse.Namespace, settings: dict[str, Any], data_root: Path,
-                 plot_dir: Path, arm: str) -> dict[str, Any]:
-    """Linear SVM on both datasets and few-shot on both datasets for one encoder."""
-    common = {"model_path": weights, "data_root": data_root, "num_points": settings["eval_points"],
-              "device": args.device, "seed": args.seed, "no_progress": args.no_progress,
-              "cache_dir": Path(args.runs_dir) / "feature_cache"}
-    if weights == "random":
-        pre = settings["pretrain"]
-        common.update({"model": "dgcnn", "k": pre["k"], "emb_dims": pre["emb_dims"]})
+def evaluate_arm(args: argparse.Namespace, weights: str, seed: int, data_root: Path, kind: str,
+                 plot_dir: Path | None) -> dict[str, Any]:
+    """Linear SVM and few-shot (both protocols) on both data sets, with the eval scripts' preset settings."""
+    device = resolve_device(args.device)
+    random_args = {}
+    if weights == RANDOM_INIT:
+        random_args = {"model": "dgcnn", "k": setting("pretrain", args.preset, "k", PRETRAIN_K),
+                       "emb_dims": setting("pretrain", args.preset, "emb_dims", PUBLISHED_EMB_DIMS)}
+    encoder = load_point_encoder(weights, build_point_encoder, device=device, seed=seed, **random_args)
+    opts = ExtractOptions(device, cache_dir=Path(args.runs_dir) / "feature_cache", progress=not args.no_progress)
+    fs = {k: setting("fewshot", args.preset, k, v) for k, v in FEWSHOT.items()}
     out: dict[str, Any] = {}
-    for dataset in SVM_DATASETS:
-        svm_json = plot_dir / f"{arm}_svm_{dataset}.json"
-        svm = eval_svm.main(_flags({**common, "dataset": dataset, "output": svm_json, "plot": dataset == "modelnet40"}))
-        out[f"svm_{dataset}"] = svm["accuracy"]
-        if "tsne_png" in svm:
-            out["tsne_png"] = svm["tsne_png"]
-        fs = eval_fewshot.main(_flags({**common, **settings["fewshot"], "dataset": dataset,
-                                       "output": plot_dir / f"{arm}_fewshot_{dataset}.json"}))
-        out[f"fewshot_{dataset}"] = {"mean": fs["mean"], "std": fs["std"]}
+    for name in SVM_DATASETS:
+        data = ClassificationData(name, data_root, "obj_bg", setting("svm", args.preset, "num_points", SVM_POINTS))
+        ev = svm_on_dataset(encoder, data, kind, opts, SVMConfig([SVM_C]))
+        out[f"svm_{name}"] = ev["best"]["accuracy"]
+        if plot_dir is not None and name == "modelnet40":
+            out["tsne_png"] = write_tsne(ev["features"]["test_f"], ev["features"]["test_y"],
+                                         ev["features"]["class_names"], plot_dir / f"tsne_{name}.png",
+                                         f"t-SNE, {data.tag} test features ({kind} data)")
+        feats = load_features(encoder, ClassificationData(name, data_root, "obj_bg", fs["num_points"]),
+                              ("train", "test"), opts)
+        for split in PROTOCOLS:
+            query = {} if split == "train" else {"query_f": feats["test_f"], "query_y": feats["test_y"]}
+            res = few_shot(feats["train_f"], feats["train_y"], k_way=fs["k_way"], m_shot=fs["m_shot"],
+                           n_query=fs["n_query"], n_runs=fs["n_runs"], seed=seed, C=1.0, **query)
+            out[f"fewshot_{name}_{split}"] = {k: res[k] for k in ("mean", "std", "sem")}
+            print(f"{data.tag} few-shot {fs['k_way']}-way {fs['m_shot']}-shot, {PROTOCOLS[split]}: "
+                  f"{100 * res['mean']:.1f} ± {100 * res['std']:.1f}", flush=True)
     return out
 
 
-def finetune_partseg(args: argparse.Namespace, settings: dict[str, Any], data_root: Path) -> dict[str, Any]:
-    """A short part-segmentation fine-tune from random init (the DGCNN part-seg network)."""
-    options = dict(settings["partseg"])
-    if args.partseg_epochs is not None:
-        options["epochs"] = args.partseg_epochs
-    options.update({"data_root": data_root, "device": args.device, "seed": args.seed, "output_dir": Path(args.runs_dir),
-                    "exp_name": "partseg_scratch", "num_workers": 0, "amp": args.amp, "eval_at_init": True,
-                    "no_progress": args.no_progress, "print_freq": 10_000})
-    return train_partseg.main(_flags(options))
+def finetune_partseg(args: argparse.Namespace, seed: int, seed_dir: Path, data_root: Path) -> dict[str, Any]:
+    """A short part-segmentation fine-tune from random init (a pipeline check)."""
+    run_dir = seed_dir / "partseg_scratch"
+    if not (run_dir / "results.json").is_file():
+        run_script(args, "train_partseg.py", run_dir, ["--data_root", str(data_root), "--seed", str(seed),
+                                                       "--num_workers", "0", "--eval_at_init"])
+    out = json.loads((run_dir / "results.json").read_text())
+    return {"epochs": len(out["history"]), "instance_miou": out["test"]["restricted"]["instance_miou"],
+            "class_miou": out["test"]["restricted"]["class_miou"],
+            "init_instance_miou": out.get("test_at_init", {}).get("restricted", {}).get("instance_miou")}
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}"
+def finetune_cls(args: argparse.Namespace, arm: str, seed: int, seed_dir: Path, data_root: Path,
+                 weights: str | None) -> dict[str, Any]:
+    """Classification fine-tuning from the CrossPoint encoder's pretraining run, or from random init."""
+    run_dir = seed_dir / f"cls_{arm}"
+    if not (run_dir / "results.json").is_file():
+        flags = ["--data_root", str(data_root), "--seed", str(seed), "--num_workers", "0",
+                 "--dataset", CLS_DATA["dataset"], "--variant", CLS_DATA["variant"]]
+        run_script(args, "train_cls.py", run_dir, flags + (["--pretrained_path", weights] if weights else []))
+    out = json.loads((run_dir / "results.json").read_text())
+    return {"overall_accuracy": out["test"]["overall_accuracy"],
+            "mean_class_accuracy": out["test"]["mean_class_accuracy"], "best_epoch": out["best_epoch"],
+            "epochs": len(out["history"])}
 
 
-def write_report(results: dict[str, Any], results_dir: Path) -> None:
-    """quickstart.json and a Markdown table."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(results_dir / "quickstart.json", json.dumps(results, indent=2))
-    label = "SYNTHETIC data (not the paper's benchmarks)" if results["data"] == "synthetic" else "real data"
-    fs = results["settings"]["fewshot"]
-    lines = [
-        f"# Quickstart results ({label})",
-        "",
-        f"Preset `{results['preset']}`, device `{results['device']}`, seed {results['seed']}, "
-        f"total {results['total_seconds'] / 60:.1f} min. Linear SVM: `SVC(kernel='linear', C=0.01)` on frozen "
-        f"{results['feat_dim']}-d features; few-shot: {fs['k_way']}-way {fs['m_shot']}-shot, "
-        f"{fs['n_query']} queries/class, mean ± std over {fs['n_runs']} runs (original protocol).",
-        "",
-        "| encoder | SVM ModelNet40-style | SVM ScanObjectNN-style | few-shot ModelNet40-style | few-shot ScanObjectNN-style |",
-        "|---|---|---|---|---|",
-    ]
-    for arm, name in ARMS.items():
-        r = results["arms"][arm]
-        few = [f"{100 * r[f'fewshot_{d}']['mean']:.1f} ± {100 * r[f'fewshot_{d}']['std']:.1f}" for d in SVM_DATASETS]
-        lines.append(f"| {name} | {_pct(r['svm_modelnet40'])} | {_pct(r['svm_scanobjectnn'])} | {few[0]} | {few[1]} |")
-    ps = results["partseg"]
-    lines += [
-        "",
-        "Part segmentation (DGCNN part-seg network from random init, short fine-tune, test split, "
-        "argmax restricted to each shape's category): "
-        f"instance mIoU {_pct(ps['init_instance_miou'])} at initialization -> {_pct(ps['instance_miou'])} "
-        f"after {ps['epochs']} epochs; class mIoU {_pct(ps['class_miou'])}.",
-        "",
-        "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in results["stage_seconds"].items()),
-        "",
-    ]
-    for arm in ("crosspoint", "random"):
-        if results["arms"][arm].get("tsne_png"):
-            lines.append(f"![t-SNE {ARMS[arm]}](quickstart_tsne_{arm}.png)")
-    atomic_write_text(results_dir / "quickstart.md", "\n".join(lines) + "\n")
+def settings_key(args: argparse.Namespace, data_root: Path) -> str:
+    """What determines a seed's results besides the seed: a seed result with another key is redone."""
+    fields = {"preset": args.preset, "stages": sorted(args.stages), "data_root": str(Path(data_root).resolve()),
+              "data_seed": args.data_seed, "epochs": args.epochs, "threads": args.threads}
+    return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_seed(args: argparse.Namespace, seed: int, data_root: Path, kind: str, clock: Stopwatch) -> dict[str, Any]:
+    """Every stage for one seed; the result is saved to <runs_dir>/seed<seed>/result.json (reused when done)."""
+    seed_dir = Path(args.runs_dir) / f"seed{seed}"
+    path, key = seed_dir / "result.json", settings_key(args, data_root)
+    if path.is_file():
+        done = json.loads(path.read_text())
+        if done.get("settings_key") == key:
+            print(f"seed {seed}: done already ({path})", flush=True)
+            return done
+    result: dict[str, Any] = {"seed": seed, "settings_key": key, "arms": {}, "pretraining": {}}
+    weights = {"random": RANDOM_INIT}
+    if "pretrain" in args.stages:
+        for arm in ("crosspoint", "imid_only"):
+            result["pretraining"][arm] = clock.run(f"seed {seed}: pretrain {arm}", pretrain, args, arm, seed,
+                                                   seed_dir, data_root)
+            weights[arm] = result["pretraining"][arm]["weights"]
+    if "eval" in args.stages:
+        for arm, w in sorted(weights.items(), key=lambda item: list(ARMS).index(item[0])):
+            plots = seed_dir / "eval" / arm if arm in ("crosspoint", "random") else None
+            result["arms"][arm] = clock.run(f"seed {seed}: evaluate {arm}", evaluate_arm, args, w, seed, data_root,
+                                            kind, plots)
+    if "partseg" in args.stages:
+        result["partseg"] = clock.run(f"seed {seed}: part segmentation", finetune_partseg, args, seed, seed_dir,
+                                      data_root)
+    if "cls" in args.stages:
+        pre = str(seed_dir / "crosspoint") if "crosspoint" in weights else None
+        result["cls"] = {arm: clock.run(f"seed {seed}: classification fine-tuning {arm}", finetune_cls, args, arm, seed,
+                                        seed_dir, data_root, pre if arm == "crosspoint" else None)
+                         for arm in CLS_ARMS if arm == "random" or pre is not None}
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Reports
+# ----------------------------------------------------------------------------------------------
+
+
+def metrics_of(seed_result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """{metric: {arm: value}} of one seed (accuracies in [0, 1])."""
+    out: dict[str, dict[str, float]] = {}
+    for arm, r in seed_result.get("arms", {}).items():
+        for name, value in r.items():
+            if name.startswith("svm_"):
+                out.setdefault(name, {})[arm] = value
+            elif name.startswith("fewshot_"):
+                out.setdefault(name, {})[arm] = value["mean"]
+    for arm, r in seed_result.get("cls", {}).items():
+        out.setdefault("cls_overall_accuracy", {})[arm] = r["overall_accuracy"]
+        out.setdefault("cls_mean_class_accuracy", {})[arm] = r["mean_class_accuracy"]
+    if "partseg" in seed_result:
+        out["partseg_instance_miou"] = {"scratch": seed_result["partseg"]["instance_miou"]}
+    return out
+
+
+def metric_label(name: str, fs: dict[str, Any]) -> str:
+    if name.startswith("svm_"):
+        return f"SVM {name[4:]}-style (C={SVM_C:g})"
+    if name.startswith("fewshot_"):
+        _, dataset, split = name.split("_")
+        return f"few-shot {fs['k_way']}w{fs['m_shot']}s {dataset}-style, {PROTOCOLS[split]}"
+    if name.startswith("cls_"):
+        what = "OA" if "overall" in name else "mAcc"
+        return f"fine-tuned classifier {what}, {CLS_DATA['dataset']} {CLS_DATA['variant']}-style"
+    return "part seg. instance mIoU (from scratch)"
+
+
+def aggregate(seed_results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per metric and arm: per-seed values, mean, std; paired differences CrossPoint vs the others."""
+    per_seed = [metrics_of(r) for r in seed_results]
+    table: dict[str, Any] = {}
+    for name in per_seed[0]:
+        arms = per_seed[0][name]
+        entry = {"arms": {arm: summarize([m[name][arm] for m in per_seed]) for arm in arms}, "differences": {}}
+        for other in ("imid_only", "random"):
+            if "crosspoint" in arms and other in arms:
+                entry["differences"][f"crosspoint - {other}"] = paired_difference(
+                    [m[name]["crosspoint"] for m in per_seed], [m[name][other] for m in per_seed])
+        table[name] = entry
+    return table
+
+
+def _pm(s: dict[str, Any]) -> str:
+    return f"{100 * s['mean']:.1f}" + (f" ± {100 * s['std']:.1f}" if s["std"] is not None else "")
+
+
+def _diff(d: dict[str, Any] | None) -> str:
+    if d is None:
+        return ""
+    if d["ci_low"] is None:
+        return f"{100 * d['mean']:+.1f}"
+    mark = "" if d["excludes_zero"] else " (n.s.)"
+    return f"{100 * d['mean']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]{mark}"
+
+
+def ablation_markdown(report: dict[str, Any]) -> str:
+    fs = report["fewshot"]
+    lines = [f"# Ablation over {len(report['seeds'])} seeds ({report['label']})", "",
+             f"Preset `{report['preset']}`, seeds {report['seeds']}, data seed {report['data_seed']}, device "
+             f"`{report['device']}`, {report['threads']} threads per process. Each cell: mean ± std over seeds "
+             "(sample std); differences: mean of the per-seed differences with a 95% paired t-interval over seeds; "
+             "(n.s.): the interval contains 0. Few-shot cells are each seed's mean over "
+             f"{fs['n_runs']} episodes.", "",
+             "| metric | CrossPoint | IMID only | random init | CrossPoint − IMID only | CrossPoint − random |",
+             "|---|---|---|---|---|---|"]
+    for name, entry in report["metrics"].items():
+        if name.startswith(("svm_", "fewshot_")):
+            arms, diffs = entry["arms"], entry["differences"]
+            lines.append(f"| {metric_label(name, fs)} | " + " | ".join(_pm(arms[a]) for a in ARMS) + " | "
+                         f"{_diff(diffs.get('crosspoint - imid_only'))} | {_diff(diffs.get('crosspoint - random'))} |")
+    cls = [n for n in report["metrics"] if n.startswith("cls_")]
+    if cls:
+        lines += ["", "| classification fine-tuning | from CrossPoint | from random init | difference |", "|---|---|---|---|"]
+        for name in cls:
+            entry = report["metrics"][name]
+            lines.append(f"| {metric_label(name, fs)} | {_pm(entry['arms']['crosspoint'])} | "
+                         f"{_pm(entry['arms']['random'])} | {_diff(entry['differences'].get('crosspoint - random'))} |")
+    if "partseg_instance_miou" in report["metrics"]:
+        lines += ["", f"Part segmentation from scratch (pipeline check): instance mIoU "
+                      f"{_pm(report['metrics']['partseg_instance_miou']['arms']['scratch'])}."]
+    lines += ["", "Per-seed values: `ablation.json`.", ""]
+    return "\n".join(lines)
+
+
+def quickstart_markdown(report: dict[str, Any], spread: dict[str, Any] | None) -> str:
+    """One seed's table, with the seed-to-seed std of a committed multi-seed ablation next to each number."""
+    fs, metrics = report["fewshot"], report["metrics"]
+
+    def cell(name: str, arm: str) -> str:
+        text = f"{100 * metrics[name][arm]:.1f}"
+        if spread is not None and name in spread and arm in spread[name]["arms"] and spread[name]["arms"][arm]["std"]:
+            text += f" (seed std {100 * spread[name]['arms'][arm]['std']:.1f})"
+        return text
+
+    lines = [f"# Quickstart results ({report['label']})", "",
+             f"Preset `{report['preset']}`, seed {report['seeds'][0]}, device `{report['device']}`, total "
+             f"{report['total_seconds'] / 60:.1f} min. Linear SVM: `SVC(kernel='linear', C={SVM_C:g})` on frozen "
+             f"features; few-shot: {fs['k_way']}-way {fs['m_shot']}-shot, {fs['n_query']} queries/class, mean over "
+             f"{fs['n_runs']} episodes.",
+             "One seed does not separate methods: " + (
+                 f"the seed std in brackets is the spread measured over {spread['_seeds']} seeds in "
+                 "results/ablation.json (same preset)." if spread is not None else
+                 "run `--seeds 1 2 3 4 5` for the spread."), "",
+             "| metric | " + " | ".join(ARMS.values()) + " |", "|---|---|---|---|"]
+    for name in metrics:
+        if name.startswith(("svm_", "fewshot_")):
+            lines.append(f"| {metric_label(name, fs)} | " + " | ".join(cell(name, a) for a in ARMS) + " |")
+    for name in metrics:
+        if name.startswith("cls_"):
+            lines.append(f"| {metric_label(name, fs)} | {cell(name, 'crosspoint')} | | {cell(name, 'random')} |")
+    if "partseg" in report:
+        ps = report["partseg"]
+        init = "n/a" if ps["init_instance_miou"] is None else f"{100 * ps['init_instance_miou']:.1f}"
+        lines += ["", f"Part segmentation (from random init, short fine-tune, restricted argmax): instance mIoU "
+                      f"{init} at initialization -> {100 * ps['instance_miou']:.1f} after {ps['epochs']} epochs."]
+    lines += ["", "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in report["stage_seconds"].items()), ""]
+    lines += [f"![t-SNE {ARMS[a]}](quickstart_tsne_{a}.png)" for a in ("crosspoint", "random")
+              if report.get("tsne", {}).get(a)]
+    return "\n".join(lines) + "\n"
+
+
+def committed_spread(results_dir: Path, preset: str) -> dict[str, Any] | None:
+    """The per-metric spread of a committed ablation.json of the same preset, else None."""
+    path = results_dir / "ablation.json"
+    if not path.is_file():
+        return None
+    ablation = json.loads(path.read_text())
+    if ablation.get("preset") != preset:
+        return None
+    return {**ablation["metrics"], "_seeds": len(ablation["seeds"])}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)  # this process evaluates; the training processes get the same count
     clock = Stopwatch()
     data_root, kind = clock.run("data", prepare_data, args)
-    settings = SETTINGS["paper" if kind == "real" else args.preset]
+    if kind == "real" and args.preset != "paper":
+        print(f"{data_root} holds real data: using the published settings (--preset paper).", flush=True)
+        args.preset = "paper"
+    seed_results = [run_seed(args, seed, data_root, kind, clock) for seed in args.seeds]
     results_dir = Path(args.results_dir)
-    plot_dir = Path(args.runs_dir) / "eval"
-    plot_dir.mkdir(parents=True, exist_ok=True)
-
-    weights = {"random": "random"}
-    pretraining = {}
-    for arm in ("crosspoint", "imid_only"):
-        summary = clock.run(f"pretrain {arm}", pretrain, arm, args, settings, data_root)
-        weights[arm] = summary["weights"]
-        pretraining[arm] = {"best_epoch": summary["best_epoch"], "best_probe_val_accuracy": summary["best_metric"],
-                            "final_loss": summary["history"][-1].get("loss") if summary["history"] else None}
-    arms = {arm: clock.run(f"evaluate {arm}", evaluate_arm, weights[arm], args, settings, data_root, plot_dir, arm)
-            for arm in ARMS}
-    partseg = clock.run("part segmentation", finetune_partseg, args, settings, data_root)
-
     results_dir.mkdir(parents=True, exist_ok=True)
-    for arm, r in arms.items():
+    report: dict[str, Any] = {
+        "data": kind, "label": "SYNTHETIC data: not the paper's benchmarks" if kind == "synthetic" else "real data",
+        "data_root": str(data_root), "data_seed": args.data_seed, "preset": args.preset, "device": args.device,
+        "threads": args.threads, "seeds": args.seeds, "stages": args.stages,
+        "fewshot": {k: setting("fewshot", args.preset, k, v) for k, v in FEWSHOT.items()},
+        "stage_seconds": clock.stages, "total_seconds": clock.total()}
+    if len(args.seeds) > 1:
+        report.update(metrics=aggregate(seed_results), per_seed=seed_results)
+        atomic_write_text(results_dir / "ablation.json", json.dumps(report, indent=2) + "\n")
+        atomic_write_text(results_dir / "ablation.md", ablation_markdown(report))
+        print("\n" + (results_dir / "ablation.md").read_text(), flush=True)
+        return report
+    only = seed_results[0]
+    report.update(metrics={k: v for k, v in metrics_of(only).items() if k != "partseg_instance_miou"},
+                  pretraining=only["pretraining"], arms=only["arms"], tsne={})
+    if "partseg" in only:
+        report["partseg"] = only["partseg"]
+    for arm, r in only["arms"].items():
         if r.get("tsne_png"):
-            target = results_dir / f"quickstart_tsne_{arm}.png"
-            shutil.copyfile(r["tsne_png"], target)
-            r["tsne_png"] = str(target)
-    results = {
-        "data": kind,
-        "data_root": str(data_root),
-        "preset": args.preset if kind == "synthetic" else "paper",
-        "device": args.device,
-        "seed": args.seed,
-        "settings": settings,
-        "feat_dim": 2 * settings["pretrain"]["emb_dims"],
-        "pretraining": pretraining,
-        "arms": arms,
-        "partseg": _partseg_summary(partseg, settings, args),
-        "stage_seconds": clock.stages,
-        "total_seconds": clock.total(),
-    }
-    write_report(results, results_dir)
+            shutil.copyfile(r["tsne_png"], results_dir / f"quickstart_tsne_{arm}.png")
+            report["tsne"][arm] = str(results_dir / f"quickstart_tsne_{arm}.png")
+    report["total_seconds"] = clock.total()
+    atomic_write_text(results_dir / "quickstart.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(results_dir / "quickstart.md",
+                      quickstart_markdown(report, committed_spread(results_dir, args.preset)))
     print("\n" + (results_dir / "quickstart.md").read_text(), flush=True)
-    return results
+    return report
 
-
-def _partseg_summary(out: dict[str, Any], settings: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    test = out["test"]["restricted"]
-    init = out.get("test_at_init", {}).get("restricted", {})
-    return {
-        "epochs": args.partseg_epochs or settings["partseg"]["epochs"],
-        "instance_miou": test["instance_miou"],
-        "class_miou": test["class_miou"],
-        "init_instance_miou": init.get("instance_miou"),
-        "checkpoint": out["checkpoint"],
-    }
 
 if __name__ == "__main__":
     main()

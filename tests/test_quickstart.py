@@ -1,4 +1,4 @@
-"""The README's main job at the tiny size: every stage runs and the report is written."""
+"""The README's main job at the tiny size: every stage runs, seeds are resumed/skipped, the reports are written."""
 
 import json
 import subprocess
@@ -12,29 +12,64 @@ def test_quickstart_shell_script_parses():
     assert subprocess.run(["bash", "-n", str(REPO_ROOT / "scripts/quickstart.sh")]).returncode == 0
 
 
-@pytest.mark.slow
-def test_quickstart_tiny_end_to_end(tiny_data_root, tmp_path):
+@pytest.fixture(scope="module")
+def quickstart():
     import sys
 
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
     import quickstart
 
-    results_dir = tmp_path / "results"
-    out = quickstart.main([
-        "--preset", "tiny", "--data_root", str(tiny_data_root), "--device", "cpu", "--num_workers", "0",
-        "--runs_dir", str(tmp_path / "runs"), "--results_dir", str(results_dir), "--no_progress",
-    ])
-    saved = json.loads((results_dir / "quickstart.json").read_text())
-    assert saved["data"] == "synthetic" and out["data"] == "synthetic"
+    return quickstart
+
+
+@pytest.mark.slow
+def test_quickstart_tiny_end_to_end(quickstart, tiny_data_root, tmp_path):
+    common = ["--preset", "tiny", "--data_root", str(tiny_data_root), "--device", "cpu", "--num_workers", "0",
+              "--runs_dir", str(tmp_path / "runs"), "--results_dir", str(tmp_path / "results"), "--no_progress",
+              "--stages", "pretrain", "eval", "partseg", "cls"]
+    out = quickstart.main(common)
+    saved = json.loads((tmp_path / "results" / "quickstart.json").read_text())
+    assert saved["data"] == "synthetic" and out["data"] == "synthetic" and saved["seeds"] == [1]
     assert set(saved["arms"]) == {"crosspoint", "imid_only", "random"}
+    # Features a broken encoder (constant or NaN output) could not give: far above chance on every set.
+    chance = {"modelnet40": 1 / 6, "scanobjectnn": 1 / 6}
     for arm in saved["arms"].values():
+        assert arm["svm_modelnet40"] >= 2 * chance["modelnet40"]
         for dataset in ("modelnet40", "scanobjectnn"):
-            assert 0.0 <= arm[f"svm_{dataset}"] <= 1.0
-            assert 0.0 <= arm[f"fewshot_{dataset}"]["mean"] <= 1.0
-    assert saved["pretraining"]["crosspoint"]["final_loss"] is not None
-    assert 0.0 <= saved["partseg"]["instance_miou"] <= 1.0
-    table = (results_dir / "quickstart.md").read_text()
-    assert "SYNTHETIC data" in table
+            for split in ("train", "test"):
+                assert arm[f"fewshot_{dataset}_{split}"]["mean"] > 1 / 5  # 5-way chance
+    for pre in saved["pretraining"].values():
+        assert pre["final_loss"] < pre["first_loss"]  # the contrastive loss goes down
+    assert saved["partseg"]["instance_miou"] > saved["partseg"]["init_instance_miou"]
+    assert set(saved["metrics"]["cls_overall_accuracy"]) == {"crosspoint", "random"}
+    table = (tmp_path / "results" / "quickstart.md").read_text()
+    assert "SYNTHETIC data" in table and "queries from test (strict)" in table
     for name in ("CrossPoint (IMID + CMID)", "IMID only", "Random init (no training)"):
-        assert f"| {name} |" in table
-    assert (results_dir / "quickstart_tsne_crosspoint.png").stat().st_size > 1000
+        assert name in table
+    assert (tmp_path / "results" / "quickstart_tsne_crosspoint.png").stat().st_size > 1000
+
+    # A second seed: seed 1 is reused from its result.json, seed 2 runs; the ablation gets the spread.
+    ablation = quickstart.main(common + ["--seeds", "1", "2"])
+    assert "seed 1: pretrain crosspoint" not in ablation["stage_seconds"]
+    svm = ablation["metrics"]["svm_scanobjectnn"]
+    assert svm["arms"]["crosspoint"]["n"] == 2 and len(svm["arms"]["crosspoint"]["values"]) == 2
+    assert svm["differences"]["crosspoint - random"]["method"].startswith("paired t-interval")
+    md = (tmp_path / "results" / "ablation.md").read_text()
+    assert "Ablation over 2 seeds" in md and "CrossPoint − random" in md
+    # One seed again, now next to the committed spread.
+    quickstart.main(common)
+    assert "seed std" in (tmp_path / "results" / "quickstart.md").read_text()
+
+
+def test_paired_interval_and_summary():
+    from util.stats import paired_difference, summarize
+
+    d = paired_difference([0.9, 0.8, 0.85, 0.95, 0.9], [0.8, 0.75, 0.8, 0.85, 0.82])
+    assert d["mean"] == pytest.approx(0.076) and d["ci_low"] > 0 and d["excludes_zero"]
+    # t_{0.975,4} = 2.776: the half-width of the interval
+    assert d["ci_high"] - d["mean"] == pytest.approx(2.7764451 * d["std"] / 5 ** 0.5, rel=1e-6)
+    same = paired_difference([0.5, 0.6, 0.7], [0.6, 0.5, 0.7])
+    assert not same["excludes_zero"]
+    s = summarize([0.1, 0.2, 0.3])
+    assert s["mean"] == pytest.approx(0.2) and s["std"] == pytest.approx(0.1)
+    assert summarize([0.4])["std"] is None and paired_difference([0.4], [0.3])["ci_low"] is None

@@ -7,12 +7,10 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
 import train_crossmodal
-from util.training import stratified_split
 from models import build_image_encoder, build_point_encoder
 from util.checkpoint import load_pretrained, read_weights_meta
 
@@ -44,15 +42,6 @@ def test_defaults_are_the_published_settings():
         100, 20, 1e-3, 1e-6, 15, 1024, 2048, 0.1, 224, "dgcnn", "resnet50")
     assert args.amp == "none" and args.wandb == "disabled" and args.select_best_on == "val"
     assert train_crossmodal.build_parser().parse_args(["--points_num", "512"]).num_points == 512
-
-
-def test_stratified_split():
-    labels = np.repeat(np.arange(4), [10, 5, 2, 1])
-    train, val = stratified_split(labels, 0.2, seed=0)
-    assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == len(labels)
-    assert [int((labels[val] == c).sum()) for c in range(4)] == [2, 1, 1, 0]
-    again = stratified_split(labels, 0.2, seed=0)
-    assert np.array_equal(val, again[1])
 
 
 def test_missing_probe_data_fails_early(tmp_path):

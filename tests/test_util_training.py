@@ -14,7 +14,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from util import distributed as du
+from util import distributed
 from util.logger import Logger
 from util.training import (
     NonFiniteLossError,
@@ -27,6 +27,7 @@ from util.training import (
     save_training_state,
     seed_everything,
     set_rng_state,
+    stratified_split,
     train_one_epoch,
 )
 
@@ -154,9 +155,9 @@ def test_training_state_round_trip(tmp_path):
 
 def test_unwrap_strips_wrappers():
     net = nn.Linear(2, 2)
-    assert du.unwrap(nn.DataParallel(net)) is net
-    assert du.unwrap(net) is net
-    assert du.all_gather_with_grad(torch.ones(2)).shape == (2,)  # identity without a process group
+    assert distributed.unwrap(nn.DataParallel(net)) is net
+    assert distributed.unwrap(net) is net
+    assert distributed.all_gather_with_grad(torch.ones(2)).shape == (2,)  # identity without a process group
 
 
 def test_logger_disabled_writes_nothing(tmp_path):
@@ -183,7 +184,7 @@ def _gather_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         x_global = torch.randn(4 * world_size, 3, dtype=torch.float64)  # same on every rank
         weight = nn.Parameter(torch.randn(3, 5, dtype=torch.float64))
         x_local = x_global[rank * 4 : (rank + 1) * 4].clone().requires_grad_(True)  # (4, 3)
-        z = du.all_gather_with_grad(x_local @ weight)  # (world_size * 4, 5)
+        z = distributed.all_gather_with_grad(x_local @ weight)  # (world_size * 4, 5)
         loss = torch.logsumexp(z @ z.t(), dim=1).mean()  # every rank computes the same loss
         loss.backward()
         # DDP averages parameter gradients over ranks.
@@ -212,3 +213,12 @@ def test_all_gather_with_grad_matches_full_batch(tmp_path):
         torch.testing.assert_close(res["wgrad"], weight.grad)
         # Each rank's input gradient is the sum over the ranks' (identical) loss copies.
         torch.testing.assert_close(res["xgrad"] / world_size, x_global.grad[rank * 4 : (rank + 1) * 4])
+
+
+def test_stratified_split():
+    labels = np.repeat(np.arange(4), [10, 5, 2, 1])
+    train, val = stratified_split(labels, 0.2, seed=0)
+    assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == len(labels)
+    assert [int((labels[val] == c).sum()) for c in range(4)] == [2, 1, 1, 0]
+    again = stratified_split(labels, 0.2, seed=0)
+    assert np.array_equal(val, again[1])

@@ -25,6 +25,9 @@ from util.meta import SHAPENET_PART_NUM_PARTS as NUM_PARTS
 from util.meta import SHAPENET_PART_OFFSETS as PART_OFFSETS
 from util.meta import SHAPENET_PART_PARTS_PER_CATEGORY as PARTS_PER_CATEGORY
 
+__all__ = ["CATEGORIES", "NUM_PARTS", "PART_OFFSETS", "PARTS_PER_CATEGORY", "shape_ious", "restrict_logits",
+           "point_accuracy", "mean_part_accuracy", "per_category_miou", "segmentation_metrics", "format_category_table"]
+
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
 
 

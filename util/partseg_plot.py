@@ -10,7 +10,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from util.metrics import CATEGORIES, PART_OFFSETS
+from util.meta import SHAPENET_PART_CATEGORIES as CATEGORIES
+from util.meta import SHAPENET_PART_OFFSETS as PART_OFFSETS
 
 
 def plot_part_segmentation(

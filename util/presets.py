@@ -17,14 +17,20 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["PRETRAIN_K", "PARTSEG_K", "PUBLISHED_EMB_DIMS", "PRESETS", "PRESET_NAMES", "add_preset_argument",
-           "parse_with_preset"]
+__all__ = ["PRETRAIN_K", "PARTSEG_K", "PUBLISHED_EMB_DIMS", "SVM_C", "SVM_POINTS", "FEWSHOT", "PRESETS", "PRESET_NAMES",
+           "add_preset_argument", "parse_with_preset", "setting"]
 
 # One name per meaning of k (DGCNN's neighbour count). The DGCNN paper's own default, 20, is
 # models.dgcnn.DGCNN_K (used by classification fine-tuning from scratch).
 PRETRAIN_K = 15  # CrossPoint pretraining (original scripts/script.sh --k 15); eval_ssl.ipynb evaluates with 15
 PARTSEG_K = 40  # CrossPoint part-segmentation fine-tuning (original scripts/script.sh --k 40)
 PUBLISHED_EMB_DIMS = 1024  # every published CrossPoint model
+# The frozen-feature protocols of the paper (eval_svm.py / eval_fewshot.py defaults, used by the quickstart too).
+SVM_C = 0.01  # original eval_ssl.ipynb
+SVM_POINTS = 1024  # original eval_ssl.ipynb: the first 1024 of the stored 2048 points
+FEWSHOT = {"num_points": None,  # the original eval_fewshot.py fed every stored point (2048)
+           "k_way": 5, "m_shot": 10, "n_query": 20,  # paper Tables 3 and 4: 5/10-way, 10/20-shot; 20 queries
+           "n_runs": 10}  # paper: mean ± std over 10 runs
 
 PRESET_NAMES = ("tiny", "small", "paper")
 
@@ -87,3 +93,8 @@ def parse_with_preset(parser: argparse.ArgumentParser, script: str,
         raise KeyError(f"preset {chosen.preset!r} of {script!r} sets unknown flags {unknown}")
     parser.set_defaults(**overrides)
     return parser.parse_args(argv)
+
+
+def setting(script: str, preset: str, name: str, default: Any) -> Any:
+    """The value of ``name`` under ``preset`` for ``script``: the preset's override, else ``default``."""
+    return PRESETS[script][preset].get(name, default)
