@@ -141,20 +141,20 @@ def encoder_init(args: argparse.Namespace, is_main: bool) -> tuple[dict | None, 
     shown = infer_point_encoder(sd) if sd is not None else {}
     settings = resolve_settings(("model", "emb_dims"), {"model": args.model}, meta, shown,
                                 {"model": ("dgcnn", "default"), "emb_dims": (PUBLISHED_EMB_DIMS, "default")})
-    name, emb = settings.values["model"], int(settings.values["emb_dims"])
+    name, file_emb_dims = settings.values["model"], int(settings.values["emb_dims"])
     if name not in ("dgcnn", "pointnet"):
         raise CheckpointError(f"{source}: a {name!r} encoder cannot be fine-tuned for classification here; use a "
                               "dgcnn or pointnet pretraining (train_crossmodal.py --model dgcnn).")
-    if args.emb_dims is not None and sd is not None and args.emb_dims != emb:
-        raise SystemExit(f"{PROG}: --emb_dims {args.emb_dims} (flag or preset) but {source} has emb_dims {emb}; "
-                         "drop --emb_dims or pass the matching value.")
-    emb = args.emb_dims if args.emb_dims is not None else emb
+    if args.emb_dims is not None and sd is not None and args.emb_dims != file_emb_dims:
+        raise SystemExit(f"{PROG}: --emb_dims {args.emb_dims} (flag or preset) but {source} has emb_dims "
+                         f"{file_emb_dims}; drop --emb_dims or pass the matching value.")
+    emb_dims = args.emb_dims if args.emb_dims is not None else file_emb_dims
     k = args.k if args.k is not None else DGCNN_K
     pre_k = meta.model_args.get("k") if meta is not None else None
     if pre_k is not None and pre_k != k and is_main and name == "dgcnn":
         warnings.warn(f"The pretrained encoder used k={pre_k}; fine-tuning uses k={k} (the DGCNN recipe's "
                       f"{DGCNN_K} unless --k is given).", stacklevel=2)
-    return sd, source, name, {"k": k, "emb_dims": emb, "dropout": args.dropout}
+    return sd, source, name, {"k": k, "emb_dims": emb_dims, "dropout": args.dropout}
 
 
 def load_classifier(path: Path, k: int | None, dropout: float, edgeconv: str) -> tuple[nn.Module, str, dict]:
