@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
-import os
 import shutil
 import statistics
 import tempfile
@@ -34,12 +32,11 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from benchmarks.run import REPO, RESULTS_DIR, machine_info, print_table
+from benchmarks.run import REPO, RESULTS_DIR, print_table, run_and_save
 from datasets import render as rd
 from datasets.meshes import load_mesh, normalize_mesh, sample_surface
 from datasets.prepare_meshes import ALBEDO, IMAGE_SIZE, object_rng, prepare
 from datasets.synthetic_shapes import face_normals
-from util.fileio import atomic_write_text
 
 MESHES = REPO / "tests" / "data" / "meshes"
 MESH_FILES = ("teapot.stl", "multibody.stl", "comments.off", "whitespace.off", "rabbit.obj",
@@ -141,19 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     args.workers = [int(w) for w in args.workers.split(",")]
-    machine = machine_info("cpu")
-    print(f"machine: {machine['cpu']}, {machine['cpu_count']} cores, load average {machine['load_average']}",
-          flush=True)
-    t0 = time.perf_counter()
-    record = bench(args)
-    record["machine"] = dict(machine, load_average_end=list(os.getloadavg()))
-    record["seconds"] = time.perf_counter() - t0
-    if not args.no_save:
-        out = Path(args.output) if args.output else RESULTS_DIR / "prepare_meshes.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out, json.dumps(record, indent=2) + "\n")
-        print(f"\nwrote {out}")
-    return record
+    out = None if args.no_save else Path(args.output) if args.output else RESULTS_DIR / "prepare_meshes.json"
+    return run_and_save(lambda: bench(args), out)
 
 
 if __name__ == "__main__":

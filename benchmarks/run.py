@@ -32,6 +32,8 @@ from typing import Callable
 
 import torch
 
+from util.fileio import atomic_write_text
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
 JEMALLOC_CANDIDATES = (
@@ -69,6 +71,24 @@ def machine_info(device: str) -> dict:
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
+
+
+def run_and_save(bench: Callable[[], dict], out: Path | None) -> dict:
+    """Runs ``bench()`` (a CPU benchmark returning its JSON record) and returns the record with
+    ``machine`` (:func:`machine_info`, printed first, plus ``load_average_end``) and ``seconds``
+    (wall time) added; writes it as JSON to ``out`` unless None."""
+    machine = machine_info("cpu")
+    print(f"machine: {machine['cpu']}, {machine['cpu_count']} cores, load average {machine['load_average']}",
+          flush=True)
+    t0 = time.perf_counter()
+    record = bench()
+    record["machine"] = dict(machine, load_average_end=list(os.getloadavg()))
+    record["seconds"] = time.perf_counter() - t0
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+        print(f"\nwrote {out}")
+    return record
 
 
 def current_rss_bytes() -> int:

@@ -18,8 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .io import DatasetError, DatasetNotFoundError, load_h5_split, read_lines
-from .modelnet40 import _split_files
+from .io import DatasetError, DatasetNotFoundError, load_h5_split, read_lines, split_h5_files
 
 __all__ = ["CustomClassification", "CUSTOM_DIR"]
 
@@ -68,7 +67,8 @@ class CustomClassification(Dataset):
         self.class_names: list[str] = read_lines(self.dir / "shape_names.txt")
         if not self.class_names:
             raise DatasetError(f"{self.dir / 'shape_names.txt'}: no class names")
-        self.files = _split_files(self.dir, split)
+        self.files = split_h5_files(self.dir, split, f"{split}_files.txt",
+                                    f"custom classification set split '{split}'")
         self.data, self.labels = load_h5_split(self.files, num_points, len(self.class_names))
         self.num_points = self.data.shape[1]
         self.objects = self._objects()

@@ -11,8 +11,8 @@ Contents:
   extra vertex properties and other elements ignored.
 - Image reading (:func:`load_image_rgb`, :func:`read_image_rgb`); a truncated PNG loads in part as
   in the original code, and :func:`load_image_rgb` says so.
-- Published file lists (:func:`read_file_list`) and the data-root checks (:func:`require_dir`,
-  :func:`root_is_file_message`).
+- Published file lists (:func:`read_file_list`, a split's h5 files: :func:`split_h5_files`) and
+  the data-root checks (:func:`require_dir`, :func:`root_is_file_message`).
 - HDF5 reading with key/shape checks (:func:`read_h5`) and array validation
   (:func:`check_points`, :func:`check_labels`).
 """
@@ -49,6 +49,7 @@ __all__ = [
     "check_points",
     "check_labels",
     "h5_files",
+    "split_h5_files",
     "load_h5_split",
 ]
 
@@ -341,6 +342,27 @@ def h5_files(directory: Path, patterns: Sequence[str]) -> list[Path]:
     for pat in patterns:
         found.update(p for p in directory.glob(pat) if p.is_file())
     return sorted(found)
+
+
+def split_h5_files(directory: Path, split: str, listing: str, what: str) -> list[Path]:
+    """The h5 files of one published split (the ModelNet40, ShapeNetPart and ``custom_cls``
+    layouts): the files named in ``directory / listing`` (e.g. ``train_files.txt``) when that list
+    exists and names any, else ``ply_data_<split>*.h5`` in ``directory``, sorted.
+
+    Raises:
+        DatasetNotFoundError naming the list and the file when a listed file is missing, and, when
+        no file is found, naming the pattern and the list's state; ``what`` starts that message
+        (e.g. "ModelNet40 split 'train'").
+    """
+    path = directory / listing
+    files = read_file_list(path, directory) if path.is_file() else []
+    pattern = f"ply_data_{split}*.h5"
+    if not files:
+        files = h5_files(directory, [pattern])
+    if not files:
+        state = f"{listing} is empty" if path.is_file() else f"no {listing}"
+        raise DatasetNotFoundError(f"{what}: no files matching {directory / pattern} ({state})")
+    return files
 
 
 class H5Arrays(dict):

@@ -24,7 +24,8 @@ Normalisation (objects come in any unit and pose; only translation, scale and th
    clouds and 3D-R2N2 renderings). The result does not depend on the input's unit: the same mesh
    scaled by 1e-3 or 1e4 gives the same normalised mesh up to float rounding.
 3. :func:`unit_sphere` (classification clouds, the ModelNet40 HDF5 convention): centroid at the
-   origin, largest point norm 1.
+   origin, largest point norm 1. Defined in ``datasets.synthetic_shapes`` (the synthetic generator
+   normalises its clouds with it too) and exported here.
 
 Rejected as degenerate (with the reason): no faces, a face index outside the vertex list, NaN/inf
 vertex coordinates, all vertices at one point (collapsed bounding box), zero surface area (every
@@ -46,7 +47,7 @@ import numpy as np
 import trimesh
 
 from .io import DatasetError, read_h5, read_ply_points
-from .synthetic_shapes import face_areas, sample_surface as _sample_faces
+from .synthetic_shapes import face_areas, sample_surface as _sample_faces, unit_sphere
 
 __all__ = [
     "MeshError", "MESH_EXTENSIONS", "POINT_EXTENSIONS", "COMPANION_EXTENSIONS", "UP_AXES",
@@ -442,15 +443,6 @@ def sample_surface(mesh: trimesh.Trimesh, n: int, rng: np.random.Generator) -> n
         raise ValueError("cannot sample the surface of a mesh with zero area")
     points, _ = _sample_faces(mesh, int(n), rng)  # needs only .vertices (V, 3) and .faces (F, 3)
     return points.astype(np.float32)
-
-
-def unit_sphere(points: np.ndarray) -> np.ndarray:
-    """(N, 3) -> (N, 3) float32: centroid at the origin, largest norm 1 (ModelNet40's HDF5
-    convention). Computed in float64."""
-    p = np.asarray(points, dtype=np.float64)
-    p = p - p.mean(axis=0)
-    radius = float(np.linalg.norm(p, axis=1).max())
-    return (p / radius if radius > 0 else p).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,26 +13,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .io import DatasetError, h5_files, load_h5_split, read_file_list, read_lines, require_dir
+from .io import load_h5_split, read_lines, require_dir, split_h5_files
 
 __all__ = ["ModelNet40", "MODELNET40_DIR", "NUM_CLASSES"]
 
 MODELNET40_DIR = "modelnet40_ply_hdf5_2048"
 NUM_CLASSES = 40
-
-
-def _split_files(directory: Path, split: str) -> list[Path]:
-    listing = directory / f"{split}_files.txt"
-    if listing.is_file():
-        # Entries look like "data/modelnet40_ply_hdf5_2048/ply_data_train0.h5".
-        files = read_file_list(listing, directory)
-        if files:
-            return files
-    files = h5_files(directory, [f"ply_data_{split}*.h5"])
-    if not files:
-        raise DatasetError(f"ModelNet40 split '{split}': no files matching "
-                           f"{directory / f'ply_data_{split}*.h5'} (and no {listing.name})")
-    return files
 
 
 class ModelNet40(Dataset):
@@ -62,7 +48,8 @@ class ModelNet40(Dataset):
         self.class_names: list[str] | None = (read_lines(names_file) if names_file.is_file()
                                               else None)
         num_classes = len(self.class_names) if self.class_names else NUM_CLASSES
-        self.files = _split_files(self.dir, split)
+        # train_files.txt entries look like "data/modelnet40_ply_hdf5_2048/ply_data_train0.h5".
+        self.files = split_h5_files(self.dir, split, f"{split}_files.txt", f"ModelNet40 split '{split}'")
         self.data, self.labels = load_h5_split(self.files, num_points, num_classes)
         self.num_points = self.data.shape[1]
 

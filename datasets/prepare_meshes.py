@@ -75,23 +75,22 @@ import shutil
 import sys
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
-from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
 
 from datasets import render as rd
 from datasets.custom import CUSTOM_DIR
 from datasets.io import DatasetError, read_ply_points, write_ply
 from datasets.meshes import (COMPANION_EXTENSIONS, MESH_EXTENSIONS, UP_AXES, load_mesh,
                              normalize_mesh, sample_surface, unit_sphere)
-from datasets.synthetic import write_h5
+from datasets.parallel import Runner
+from datasets.render import IMAGE_SIZE
+from datasets.synthetic import write_split_files
 from datasets.synthetic_shapes import face_normals
-from util.fileio import atomic_write_text
+from util.fileio import atomic_write_text, pid_alive, read_json
 
 __all__ = ["prepare", "main", "PrepareError", "Source", "scan_input", "object_rng",
            "render_views", "split_objects", "VERSION", "MARKER", "REPORT", "CUSTOM_DIR", "ALBEDO"]
@@ -100,7 +99,6 @@ VERSION = 1
 MARKER = "PREPARED.json"
 REPORT = "prepare_report.json"
 STATE_DIR = ".prepare"
-IMAGE_SIZE = 137
 ROWS_PER_FILE = 2048
 ALBEDO = (0.72, 0.72, 0.72)  # neutral light grey, the same for every object
 OUTPUTS = ("ShapeNet", "ShapeNetRendering", CUSTOM_DIR, MARKER, REPORT, STATE_DIR)
@@ -249,35 +247,17 @@ def object_rng(seed: int, cls: str, name: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), _key("prepare_meshes"), _key(cls), _key(name)])
 
 
-def _fmt(x: float) -> str:
-    return format(float(x), ".12g")
-
-
 def render_views(mesh, rng: np.random.Generator, n_views: int, out_dir: Path,
                  albedo: Sequence[float] = ALBEDO, size: int = IMAGE_SIZE) -> None:
     """Writes ``00.png ..`` (size x size RGBA, transparent background), ``renderings.txt`` and
     ``rendering_metadata.txt`` for a mesh normalised to bounding-box diagonal 1 (vertices (V, 3),
-    faces (F, 3)), in 3D-R2N2's style; each view's camera is drawn from ``rng`` (see the module
-    docstring) and written as rendered."""
+    faces (F, 3)), every face coloured ``albedo``, through :func:`datasets.render.render_views`
+    (the cameras are drawn from ``rng``; see the module docstring)."""
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64)
-    caster = rd.RayCaster(vertices, faces)
-    normals = face_normals(vertices, faces)  # (F, 3)
     colours = np.broadcast_to(np.asarray(albedo, dtype=np.float64), (len(faces), 3))  # (F, 3)
-    names, meta = [], []
-    for v in range(n_views):
-        az, el, ratio = _fmt(rng.uniform(0, 360)), _fmt(rng.uniform(25, 30)), _fmt(rng.uniform(0.7, 0.9))
-        # Differs from the original: 3D-R2N2's files always say 25 in the fifth column; we write the
-        # field of view the image was rendered with (Blender's default camera, as in datasets.synthetic).
-        fov = _fmt(rd.BLENDER_FOV_DEG)
-        img = rd.render_view(caster, vertices, normals, colours, float(az), float(el),
-                             float(ratio) * rd.MAX_CAMERA_DISTANCE, float(fov), size)  # (S, S, 4)
-        name = f"{v:02d}.png"
-        Image.fromarray(img, "RGBA").save(out_dir / name, format="PNG", compress_level=3)
-        names.append(name)
-        meta.append(f"{az} {el} 0 {ratio} {fov}")
-    (out_dir / "renderings.txt").write_text("\n".join(names) + "\n")
-    (out_dir / "rendering_metadata.txt").write_text("\n".join(meta) + "\n")
+    rd.render_views(rd.RayCaster(vertices, faces), vertices, face_normals(vertices, faces), colours, rng,
+                    n_views, out_dir, size)
 
 
 def _paths(root: Path, cls: str, name: str) -> dict[str, Path]:
@@ -360,16 +340,10 @@ def _write_classification(root: Path, objects: list[dict], class_names: list[str
         data = (np.stack(clouds) if clouds else np.zeros((0, num_points, 3))).astype(np.float32)
         # data: (N, P, 3)
         labels = np.array([label_of[o["class"]] for o in rows], dtype=np.int64).reshape(-1, 1)
-        files = []
-        for k, start in enumerate(range(0, max(len(rows), 1), ROWS_PER_FILE)):
-            name = f"ply_data_{split}{k}.h5"
-            write_h5(tmp / name, {"data": data[start:start + ROWS_PER_FILE],
-                                  "label": labels[start:start + ROWS_PER_FILE]})
-            files.append(name)
-            for i, o in enumerate(rows[start:start + ROWS_PER_FILE]):
-                rows_out.append({"h5_file": name, "row": i, "class": o["class"],
-                                 "label": label_of[o["class"]], "split": split,
-                                 "object": o["object"], "source": o["source"]})
+        files = write_split_files(tmp, f"ply_data_{split}", {"data": data, "label": labels}, ROWS_PER_FILE)
+        rows_out += [{"h5_file": files[j // ROWS_PER_FILE], "row": j % ROWS_PER_FILE, "class": o["class"],
+                      "label": label_of[o["class"]], "split": split, "object": o["object"],
+                      "source": o["source"]} for j, o in enumerate(rows)]
         (tmp / f"{split}_files.txt").write_text("".join(f"{CUSTOM_DIR}/{f}\n" for f in files))
         counts[split] = len(rows)
     (tmp / "shape_names.txt").write_text("".join(f"{c}\n" for c in class_names))
@@ -394,22 +368,7 @@ def _write_classification(root: Path, objects: list[dict], class_names: list[str
 
 
 def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PrepareError(f"{path} is not valid JSON ({e}); delete it or rerun with --force") from e
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return read_json(path, PrepareError, "delete it or rerun with --force")
 
 
 class _Lock:
@@ -425,7 +384,7 @@ class _Lock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 text = self.path.read_text().strip()
-                if text.isdigit() and int(text) != os.getpid() and _pid_alive(int(text)):
+                if text.isdigit() and int(text) != os.getpid() and pid_alive(int(text)):
                     raise PrepareError(f"{self.path.parent.parent}: another prepare_meshes run "
                                        f"(pid {text}) is writing there; wait for it") from None
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
@@ -517,40 +476,6 @@ def _is_done(root: Path, src: Source, digest: str, settings: dict) -> bool:
             and (paths["render"] / "rendering" / "renderings.txt").is_file())
 
 
-def _run_tasks(tasks: list[dict], workers: int, progress: bool) -> list[dict]:
-    """Runs ``_prepare_object`` over tasks (inline or in a process pool); results in task order."""
-    bar = None
-    if progress and tasks:
-        try:
-            from tqdm import tqdm
-            bar = tqdm(total=len(tasks), desc="prepare_meshes", unit="obj", file=sys.stderr)
-        except ImportError:
-            print(f"[prepare_meshes] {len(tasks)} objects to prepare", file=sys.stderr)
-    results: list[dict | None] = [None] * len(tasks)
-    try:
-        if workers <= 1 or len(tasks) <= 1:
-            for i, t in enumerate(tasks):
-                results[i] = _prepare_object(t)
-                if bar is not None:
-                    bar.update(1)
-        else:
-            # forkserver/spawn: forking a parent that may hold torch/OpenMP threads can deadlock
-            method = "forkserver" if "forkserver" in get_all_start_methods() else "spawn"
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context(method))
-            try:
-                futures = {pool.submit(_prepare_object, t): i for i, t in enumerate(tasks)}
-                for f in as_completed(futures):
-                    results[futures[f]] = f.result()  # re-raises a worker's unexpected error
-                    if bar is not None:
-                        bar.update(1)
-            finally:  # on an error or Ctrl-C: drop the objects not started yet
-                pool.shutdown(wait=True, cancel_futures=True)
-    finally:
-        if bar is not None:
-            bar.close()
-    return results  # type: ignore[return-value]
-
-
 def _table(per_class: dict[str, dict], skipped: list[dict], empty: list[str]) -> str:
     rows = [("class", "usable", "train", "test", "skipped")]
     for cls, c in per_class.items():
@@ -612,7 +537,8 @@ def prepare(input_dir: str | os.PathLike, output_root: str | os.PathLike, num_po
         tasks = [{"root": str(root), "source": asdict(s), "sha256": digests[s], "settings": settings,
                   "up_axis": up_axis, "seed": int(seed), "num_points": int(num_points),
                   "views": int(views)} for s in todo]
-        results = dict(zip(todo, _run_tasks(tasks, max(1, int(workers)), progress)))
+        with Runner(workers, progress, "prepare_meshes") as runner:
+            results = dict(zip(todo, runner.map(_prepare_object, tasks, "prepare_meshes", leave=True)))
 
         per_class = {c: {"usable": 0, "skipped": 0} for c in classes}
         usable, skipped = [], []

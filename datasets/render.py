@@ -1,4 +1,4 @@
-"""Ray casting for the synthetic datasets: 3D-R2N2-style shaded views and depth-sensor scans.
+"""Ray casting for the data writers: 3D-R2N2-style shaded views and depth-sensor scans.
 
 Backed by Embree through ``embreex`` (the package trimesh uses for fast ray queries): about 2 ms of
 ray casting for a 137x137 view on one CPU core.
@@ -8,17 +8,23 @@ in-plane rotation deg, distance ratio, field of view deg). In ShapeNet coordinat
 sits at ``d * (cos(el) cos(az), sin(el), cos(el) sin(az))`` with ``d = ratio * MAX_CAMERA_DISTANCE``
 and looks at the origin with y as its up direction (no in-plane roll); this is the extrinsic matrix
 that Mesh R-CNN / PyTorch3D's R2N2 loader derive from the same five numbers.
+
+:func:`render_views` writes one object's rendering folder (the views, ``renderings.txt``,
+``rendering_metadata.txt``) for both ``datasets.synthetic`` and ``datasets.prepare_meshes``.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 MAX_CAMERA_DISTANCE = 1.75  # 3D-R2N2: camera distance = distance ratio * 1.75 (objects: bbox diagonal 1)
 # Blender's default camera (35 mm lens, 32 mm sensor), with which the 3D-R2N2 views were rendered.
 BLENDER_FOV_DEG = math.degrees(2.0 * math.atan(16.0 / 35.0))
+IMAGE_SIZE = 137  # 3D-R2N2's renderings are 137x137
 
 
 def _require_embree():
@@ -100,7 +106,7 @@ def pixel_rays(center: np.ndarray, basis: np.ndarray, fov_deg: float, size: int,
 
 def render_view(caster: RayCaster, vertices: np.ndarray, normals: np.ndarray, face_albedo: np.ndarray,
                 azimuth: float, elevation: float, distance: float, fov_deg: float,
-                size: int = 137) -> np.ndarray:
+                size: int = IMAGE_SIZE) -> np.ndarray:
     """Flat-shaded (Lambertian, two lights fixed to the camera) RGBA view, transparent background.
 
     vertices: (V, 3) the mesh's vertices (to bound the silhouette); normals: (F, 3) unit face normals;
@@ -129,6 +135,40 @@ def render_view(caster: RayCaster, vertices: np.ndarray, normals: np.ndarray, fa
     img[rr[hit], cc[hit], :3] = np.round(rgb * 255).astype(np.uint8)
     img[rr[hit], cc[hit], 3] = 255
     return img
+
+
+def _fmt(x: float) -> str:
+    return format(float(x), ".12g")
+
+
+def render_views(caster: RayCaster, vertices: np.ndarray, normals: np.ndarray, face_albedo: np.ndarray,
+                 rng: np.random.Generator, n_views: int, out_dir: Path, size: int = IMAGE_SIZE) -> None:
+    """Renders ``n_views`` views of a mesh normalised to bounding-box diagonal 1 into ``out_dir``:
+    ``00.png ..`` (size x size RGBA, transparent background, no PNG metadata), ``renderings.txt``
+    (the file names) and ``rendering_metadata.txt`` (one ``az el 0 ratio fov`` line per view).
+
+    Each view's camera follows 3D-R2N2, drawn from ``rng`` in this order per view: azimuth U(0, 360),
+    elevation U(25, 30) degrees, distance ratio U(0.7, 0.9) (camera distance ratio *
+    MAX_CAMERA_DISTANCE), no in-plane rotation. The numbers are rounded to 12 significant digits,
+    rendered with exactly those values, and written as rendered.
+
+    vertices: (V, 3); normals: (F, 3) unit face normals; face_albedo: (F, 3) floats in [0, 1].
+    """
+    names, meta = [], []
+    for v in range(n_views):
+        az, el, ratio = _fmt(rng.uniform(0, 360)), _fmt(rng.uniform(25, 30)), _fmt(rng.uniform(0.7, 0.9))
+        # Differs from the original: 3D-R2N2's files always say 25 in the fifth column, but their views
+        # were rendered with Blender's default camera (horizontal FOV 49.13 deg, the intrinsics Mesh R-CNN
+        # and PyTorch3D use with those files); we write the field of view the image was rendered with.
+        fov = _fmt(BLENDER_FOV_DEG)
+        img = render_view(caster, vertices, normals, face_albedo, float(az), float(el),
+                          float(ratio) * MAX_CAMERA_DISTANCE, float(fov), size)  # (size, size, 4)
+        name = f"{v:02d}.png"
+        Image.fromarray(img, "RGBA").save(out_dir / name, format="PNG", compress_level=3)
+        names.append(name)
+        meta.append(f"{az} {el} 0 {ratio} {fov}")
+    (out_dir / "renderings.txt").write_text("\n".join(names) + "\n")
+    (out_dir / "rendering_metadata.txt").write_text("\n".join(meta) + "\n")
 
 
 def exterior_mask(caster: RayCaster, points: np.ndarray, normals: np.ndarray,

@@ -26,7 +26,7 @@ from util.meta import SCANOBJECTNN_CLASSES as _META_SCANOBJECTNN_CLASSES
 from .io import (CREATE_HINT, DatasetError, DatasetNotFoundError, load_h5_split,
                  root_is_file_message)
 
-__all__ = ["ScanObjectNN", "SCANOBJECTNN_CLASSES", "VARIANTS", "find_variant_dir"]
+__all__ = ["ScanObjectNN", "SCANOBJECTNN_CLASSES", "VARIANTS", "find_variant_dir", "find_variant_file"]
 
 # Official ScanObjectNN class order (label i -> SCANOBJECTNN_CLASSES[i]), defined in util/meta.py;
 # a list here, as this module has always exported it.
@@ -76,6 +76,22 @@ def find_variant_dir(root: str | os.PathLike, variant: str) -> Path:
         + CREATE_HINT.format(root=root))
 
 
+def find_variant_file(root: str | os.PathLike, variant: str, split: str) -> Path:
+    """The h5 file of ``variant``'s ``split`` ("train" or "test"): the first of its accepted names
+    (``VARIANTS``) present in :func:`find_variant_dir`'s folder.
+
+    Raises DatasetNotFoundError (from :func:`find_variant_dir`), or DatasetError naming the folder
+    when it holds the variant's other split only.
+    """
+    folder = find_variant_dir(root, variant)
+    names = VARIANTS[variant][1][split]
+    existing = [folder / n for n in names if (folder / n).is_file()]
+    if not existing:
+        raise DatasetError(f"ScanObjectNN {variant} split '{split}': no {' or '.join(names)} "
+                           f"in {folder}")
+    return existing[0]
+
+
 class ScanObjectNN(Dataset):
     """ScanObjectNN classification clouds, all loaded into memory.
 
@@ -99,13 +115,8 @@ class ScanObjectNN(Dataset):
         self.root = Path(root)
         self.split = split
         self.variant = variant
-        self.dir = find_variant_dir(self.root, variant)
-        names = VARIANTS[variant][1][split]
-        existing = [self.dir / n for n in names if (self.dir / n).is_file()]
-        if not existing:
-            raise DatasetError(f"ScanObjectNN {variant} split '{split}': no {' or '.join(names)} "
-                               f"in {self.dir}")
-        self.file = existing[0]
+        self.file = find_variant_file(self.root, variant, split)
+        self.dir = self.file.parent
         self.class_names = list(SCANOBJECTNN_CLASSES)
         self.data, self.labels = load_h5_split([self.file], num_points, len(self.class_names))
         self.num_points = self.data.shape[1]

@@ -20,8 +20,8 @@ from util.meta import (SHAPENET_PART_ALIASES, SHAPENET_PART_CATEGORIES,
                        SHAPENET_PART_NUM_CATEGORIES, SHAPENET_PART_NUM_PARTS,
                        SHAPENET_PART_OFFSETS, SHAPENET_PART_PARTS_PER_CATEGORY)
 
-from .io import (DatasetError, DatasetNotFoundError, check_labels, check_points, h5_files,
-                 read_file_list, read_h5, require_dir)
+from .io import (DatasetError, check_labels, check_points, read_h5, require_dir,
+                 split_h5_files)
 from .transforms import item_rng, scale_and_translate
 
 __all__ = ["ShapeNetPart", "CATEGORIES", "PARTS_PER_CATEGORY", "PART_OFFSETS", "NUM_PARTS",
@@ -51,19 +51,11 @@ def _split_files(directory: Path, split: str) -> list[Path]:
     """
     files: list[Path] = []
     for part in _SPLIT_PARTS[split]:
-        listing = directory / f"{part}_hdf5_file_list.txt"
+        of = f" (part of '{split}')" if part != split else ""
         # Differs from the original: it globs '*train*.h5' (+ '*val*.h5') and never reads the
         # published lists; reading them notices a listed file that is missing.
-        found = read_file_list(listing, directory) if listing.is_file() else []
-        pattern = f"ply_data_{part}*.h5"
-        if not found:
-            found = h5_files(directory, [pattern])
-        if not found:
-            of = f" (part of '{split}')" if part != split else ""
-            lst = f"{listing.name} is empty" if listing.is_file() else f"no {listing.name}"
-            raise DatasetNotFoundError(f"ShapeNetPart split '{part}'{of}: no files matching "
-                                       f"{directory / pattern} ({lst})")
-        files += found
+        files += split_h5_files(directory, part, f"{part}_hdf5_file_list.txt",
+                                f"ShapeNetPart split '{part}'{of}")
     return files
 
 

@@ -38,8 +38,9 @@ Layouts written under ROOT (see data/README.md for the real ones):
   (N, 2048, 3), label uint8 (N, 1) category, pid uint8 (N, 2048) global part id in the official
   16-category / 50-part numbering), ``all_object_categories.txt``, ``{train,val,test}_hdf5_file_list.txt``,
   ``overallid_to_catid_partid.json``, ``catid_partid_to_overallid.json``.
-- ``contact_sheet.png`` (one render and one point cloud per class, plus samples of every layout) and
-  ``SYNTHETIC.json`` (preset, seed, version, counts, classes), written last.
+- ``contact_sheet.png`` (one render and one point cloud per class, plus samples of every layout;
+  drawn by ``datasets.contact_sheet``, which draws any data root) and ``SYNTHETIC.json`` (preset,
+  seed, version, counts, classes), written last.
 
 Determinism: every object's random generator is derived from (seed, dataset, class, split, index),
 so output bytes do not depend on the worker count; HDF5 datasets carry no timestamps and the PNGs
@@ -53,27 +54,25 @@ from __future__ import annotations
 import argparse
 import colorsys
 import json
-import math
 import os
 import shutil
 import sys
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import h5py
 import numpy as np
-from PIL import Image, ImageDraw
 
 from datasets import render as rd
 from datasets import synthetic_shapes as ss
-from datasets.io import read_ply_points, write_ply
+from datasets.contact_sheet import make_contact_sheet
+from datasets.io import write_ply
+from datasets.parallel import Runner
 from datasets.scanobjectnn import VARIANTS as SCANOBJECTNN_VARIANTS
-from util.fileio import atomic_write_text
+from util.fileio import atomic_write_text, pid_alive, read_json
 import util.meta as meta
 
 VERSION = 1
@@ -86,7 +85,6 @@ def data_kind(root: str | os.PathLike) -> str:
 SWAP_NOTE = ".synthetic-swap.json"
 TMP_PREFIX = ".synthetic-tmp-"
 NUM_POINTS = 2048
-IMAGE_SIZE = 137
 
 DATASETS = ("shapenet_render", "modelnet40", "scanobjectnn", "shapenet_part")
 # The key a dataset's marker entry must have to be reused: data written before a layout was added
@@ -206,21 +204,11 @@ def _visible_samples(mesh: ss.PartMesh, n: int, rng: np.random.Generator,
     return pts[:n], face[:n]
 
 
-def _unit_sphere(points: np.ndarray) -> np.ndarray:
-    """Centre on the centroid and scale so the farthest point has norm 1 (PointNet convention)."""
-    p = points - points.mean(axis=0)
-    return p / max(float(np.linalg.norm(p, axis=1).max()), 1e-9)
-
-
 def write_h5(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """An HDF5 file with one dataset per key; no timestamps, so identical arrays give identical bytes."""
     with h5py.File(path, "w") as f:
         for k, a in arrays.items():
             f.create_dataset(k, data=a, track_times=False)
-
-
-def _fmt(x: float) -> str:
-    return format(float(x), ".12g")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,23 +228,8 @@ def _shapenet_render_object(task: tuple) -> str:
     out = Path(tmp) / "ShapeNetRendering" / synset / oid / "rendering"
     out.mkdir(parents=True, exist_ok=True)
     albedo = _palette(rng, len(mesh.part_names))[mesh.face_part]  # (F, 3)
-    normals = ss.face_normals(mesh.vertices, mesh.faces)
-    names, meta = [], []
-    for v in range(n_views):
-        # 3D-R2N2 sampled azimuth uniformly, elevation ~25-30 deg, no in-plane rotation.
-        az, el, ratio = _fmt(rng.uniform(0, 360)), _fmt(rng.uniform(25, 30)), _fmt(rng.uniform(0.7, 0.9))
-        # Differs from the original: 3D-R2N2's files always say 25 in the fifth column, but their views
-        # were rendered with Blender's default camera (horizontal FOV 49.13 deg, the intrinsics Mesh R-CNN
-        # and PyTorch3D use with those files); we write the field of view the image was rendered with.
-        fov = _fmt(rd.BLENDER_FOV_DEG)
-        img = rd.render_view(caster, mesh.vertices, normals, albedo, float(az), float(el),
-                             float(ratio) * rd.MAX_CAMERA_DISTANCE, float(fov), IMAGE_SIZE)
-        name = f"{v:02d}.png"
-        Image.fromarray(img, "RGBA").save(out / name, format="PNG", compress_level=3)
-        names.append(name)
-        meta.append(f"{az} {el} 0 {ratio} {fov}")
-    (out / "renderings.txt").write_text("\n".join(names) + "\n")
-    (out / "rendering_metadata.txt").write_text("\n".join(meta) + "\n")
+    normals = ss.face_normals(mesh.vertices, mesh.faces)  # (F, 3)
+    rd.render_views(caster, mesh.vertices, normals, albedo, rng, n_views, out)
     return oid
 
 
@@ -266,7 +239,7 @@ def _modelnet_cloud(seed: int, family: str, split: str, index: int) -> dict[str,
     pts, face = _visible_samples(mesh, NUM_POINTS, rng)
     R = ss.rot("y", rng.uniform(-np.pi / 6, np.pi / 6))  # ModelNet40 is roughly, not exactly, aligned
     normals = ss.face_normals(mesh.vertices, mesh.faces)[face] @ R.T
-    return {"data": _unit_sphere(pts @ R.T).astype(np.float32), "normal": normals.astype(np.float32),
+    return {"data": ss.unit_sphere(pts @ R.T), "normal": normals.astype(np.float32),
             "faceId": face.astype(np.int32)}
 
 
@@ -276,7 +249,7 @@ def _part_cloud(seed: int, cat_index: int, split: str, index: int) -> dict[str, 
     mesh = ss.normalize_bbox_diagonal(ss.build_object(family, rng))
     pts, face = _visible_samples(mesh, NUM_POINTS, rng)
     pid = PART_OFFSETS[cat_index] + mesh.face_part[face]
-    return {"data": _unit_sphere(pts).astype(np.float32), "pid": pid.astype(np.uint8)}
+    return {"data": ss.unit_sphere(pts), "pid": pid.astype(np.uint8)}
 
 
 def _background(rng: np.random.Generator, obj_lo: np.ndarray, obj_hi: np.ndarray,
@@ -412,8 +385,8 @@ def _scan_cloud(seed: int, family: str, split: str, index: int) -> dict[str, np.
     obj_idx = np.flatnonzero(obj)
     sel_obj = obj_idx[rng.choice(len(obj_idx), NUM_POINTS, replace=len(obj_idx) < NUM_POINTS)]
     mask = np.where(obj[sel], 1, -1).astype(np.int64)
-    return {"data": _unit_sphere(pts[sel]).astype(np.float32), "mask": mask,
-            "data_nobg": _unit_sphere(pts[sel_obj]).astype(np.float32),
+    return {"data": ss.unit_sphere(pts[sel]), "mask": mask,
+            "data_nobg": ss.unit_sphere(pts[sel_obj]),
             "pb_data": pb_data, "pb_mask": pb_mask}
 
 
@@ -429,42 +402,6 @@ def _cloud_chunk(task: tuple) -> list[dict[str, np.ndarray]]:
 # ----------------------------------------------------------------------------------------------
 
 
-class _Runner:
-    """Maps tasks in order, inline or over a process pool, with an optional progress bar."""
-
-    def __init__(self, workers: int, progress: bool):
-        self.workers = max(1, int(workers))
-        self.progress = progress
-        self.pool = None
-        if self.workers > 1:
-            # forkserver/spawn: forking a parent that may hold torch/OpenMP threads can deadlock
-            method = "forkserver" if "forkserver" in get_all_start_methods() else "spawn"
-            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context(method))
-
-    def map(self, fn, tasks: list, desc: str, weights: Sequence[int] | None = None) -> list:
-        bar = None
-        if self.progress:
-            try:
-                from tqdm import tqdm
-                bar = tqdm(total=sum(weights) if weights else len(tasks), desc=desc, unit="obj",
-                           file=sys.stderr, leave=False)
-            except ImportError:
-                print(f"[synthetic] {desc}: {len(tasks)} tasks", file=sys.stderr)
-        results = []
-        it = self.pool.map(fn, tasks) if self.pool else map(fn, tasks)
-        for i, res in enumerate(it):
-            results.append(res)
-            if bar is not None:
-                bar.update(weights[i] if weights else 1)
-        if bar is not None:
-            bar.close()
-        return results
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
-
-
 def _chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
@@ -474,7 +411,7 @@ def _order(seed: int, dataset: str, split: str, n: int) -> np.ndarray:
     return np.random.default_rng([int(seed), _key(dataset), _key(split), _key("order")]).permutation(n)
 
 
-def _gen_shapenet_render(tmp: Path, cfg: Preset, seed: int, runner: _Runner) -> dict:
+def _gen_shapenet_render(tmp: Path, cfg: Preset, seed: int, runner: Runner) -> dict:
     classes = [(f, s) for f, s in SHAPENET_RENDER_CLASSES if f in cfg.render_classes]
     for _, synset in classes:
         (tmp / "ShapeNet" / synset).mkdir(parents=True, exist_ok=True)
@@ -486,7 +423,7 @@ def _gen_shapenet_render(tmp: Path, cfg: Preset, seed: int, runner: _Runner) -> 
 
 
 def _gen_h5_splits(dataset: str, classes: list[tuple[int, str]], splits: dict[str, int], seed: int,
-                   runner: _Runner) -> dict[str, tuple[list[dict], np.ndarray]]:
+                   runner: Runner) -> dict[str, tuple[list[dict], np.ndarray]]:
     """Generates every split: returns split -> (per-object arrays in file order, labels in file order)."""
     out = {}
     for split, per_class in splits.items():
@@ -501,8 +438,10 @@ def _gen_h5_splits(dataset: str, classes: list[tuple[int, str]], splits: dict[st
     return out
 
 
-def _write_split_files(folder: Path, prefix: str, arrays: dict[str, np.ndarray], per_file: int = 2048) -> list[str]:
-    """Writes ``{prefix}0.h5, {prefix}1.h5, ...`` with at most ``per_file`` shapes each (as published)."""
+def write_split_files(folder: Path, prefix: str, arrays: dict[str, np.ndarray], per_file: int = 2048) -> list[str]:
+    """Writes ``{prefix}0.h5, {prefix}1.h5, ...`` with at most ``per_file`` shapes each (as published;
+    one file, empty arrays, when N = 0). arrays: {key: (N, ...)}, all split along axis 0 alike.
+    Returns the file names in order (shape i is row i % per_file of file i // per_file)."""
     n = len(next(iter(arrays.values())))
     names = []
     for k, start in enumerate(range(0, max(n, 1), per_file)):
@@ -513,7 +452,7 @@ def _write_split_files(folder: Path, prefix: str, arrays: dict[str, np.ndarray],
     return names
 
 
-def _gen_modelnet40(tmp: Path, cfg: Preset, seed: int, runner: _Runner) -> dict:
+def _gen_modelnet40(tmp: Path, cfg: Preset, seed: int, runner: Runner) -> dict:
     lookup = dict(MODELNET_SHARED + MODELNET_UNSEEN)
     names = sorted(cfg.modelnet_classes)  # ModelNet40's shape_names.txt is alphabetical
     folder = tmp / "modelnet40_ply_hdf5_2048"
@@ -526,7 +465,7 @@ def _gen_modelnet40(tmp: Path, cfg: Preset, seed: int, runner: _Runner) -> dict:
                   "faceId": np.stack([o["faceId"] for o in objs]),  # (N, 2048)
                   "label": labels.astype(np.uint8)[:, None],  # (N, 1)
                   "normal": np.stack([o["normal"] for o in objs])}  # (N, 2048, 3)
-        files = _write_split_files(folder, f"ply_data_{split}", arrays)
+        files = write_split_files(folder, f"ply_data_{split}", arrays)
         (folder / f"{split}_files.txt").write_text(
             "".join(f"data/modelnet40_ply_hdf5_2048/{f}\n" for f in files))
         counts[split] = len(objs)
@@ -535,7 +474,7 @@ def _gen_modelnet40(tmp: Path, cfg: Preset, seed: int, runner: _Runner) -> dict:
             "unseen_in_pretraining": [n for n in names if n in dict(MODELNET_UNSEEN)]}
 
 
-def _gen_scanobjectnn(tmp: Path, cfg: Preset, seed: int, runner: _Runner) -> dict:
+def _gen_scanobjectnn(tmp: Path, cfg: Preset, seed: int, runner: Runner) -> dict:
     classes = list(enumerate(SCANOBJECTNN_CLASSES[:cfg.scan_classes]))
     data = _gen_h5_splits("scanobjectnn", classes, {"train": cfg.scan[0], "test": cfg.scan[1]}, seed, runner)
     bg, nobg = tmp / "ScanObjectNN" / "main_split", tmp / "ScanObjectNN" / "main_split_nobg"
@@ -562,7 +501,7 @@ def _gen_scanobjectnn(tmp: Path, cfg: Preset, seed: int, runner: _Runner) -> dic
             "variant_counts": {"obj_bg": counts, "obj_only": counts, "pb_t50_rs": pb_counts}}
 
 
-def _gen_shapenet_part(tmp: Path, cfg: Preset, seed: int, runner: _Runner) -> dict:
+def _gen_shapenet_part(tmp: Path, cfg: Preset, seed: int, runner: Runner) -> dict:
     folder = tmp / "shapenet_part_seg_hdf5_data"
     folder.mkdir(parents=True)
     classes = [(i, i) for i in range(len(SHAPENET_PART_CATEGORIES))]
@@ -572,7 +511,7 @@ def _gen_shapenet_part(tmp: Path, cfg: Preset, seed: int, runner: _Runner) -> di
         arrays = {"data": np.stack([o["data"] for o in objs]),  # (N, 2048, 3)
                   "label": labels.astype(np.uint8)[:, None],  # (N, 1)
                   "pid": np.stack([o["pid"] for o in objs])}  # (N, 2048)
-        files = _write_split_files(folder, f"ply_data_{split}", arrays)
+        files = write_split_files(folder, f"ply_data_{split}", arrays)
         (folder / f"{split}_hdf5_file_list.txt").write_text("".join(f"{f}\n" for f in files))
         counts[split] = len(objs)
     (folder / "all_object_categories.txt").write_text(
@@ -593,130 +532,19 @@ _GENERATORS = {"shapenet_render": _gen_shapenet_render, "modelnet40": _gen_model
 
 
 # ----------------------------------------------------------------------------------------------
-# Contact sheet
-# ----------------------------------------------------------------------------------------------
-
-
-def _scatter(points: np.ndarray, colors: np.ndarray, size: int = 96) -> Image.Image:
-    """Orthographic view of a cloud (y up, seen from azimuth 35 deg, elevation 20 deg), painter's order.
-
-    points: (N, 3); colors: (N, 3) floats in [0, 1]. Returns an RGB image.
-    """
-    p = points - (points.max(0) + points.min(0)) / 2
-    p = p @ ss.rot("y", math.radians(-35)).T @ ss.rot("x", math.radians(20)).T
-    scale = 0.45 * size / max(float(np.abs(p[:, :2]).max()), 1e-9)
-    col = np.clip((p[:, 0] * scale + size / 2).astype(int), 0, size - 2)
-    row = np.clip((size / 2 - p[:, 1] * scale).astype(int), 0, size - 2)
-    depth = (p[:, 2] - p[:, 2].min()) / max(float(np.ptp(p[:, 2])), 1e-9)
-    order = np.argsort(-depth, kind="stable")  # far (large z) first
-    shade = (0.55 + 0.45 * (1 - depth))[:, None]
-    rgb = (np.clip(colors * shade, 0, 1) * 255).astype(np.uint8)
-    img = np.full((size, size, 3), 255, dtype=np.uint8)
-    for dr in (0, 1):
-        for dc in (0, 1):
-            img[row[order] + dr, col[order] + dc] = rgb[order]
-    return Image.fromarray(img, "RGB")
-
-
-def _part_colors(labels: np.ndarray) -> np.ndarray:
-    base = np.array([colorsys.hsv_to_rgb((k * 0.618) % 1.0, 0.75, 0.9) for k in range(64)])
-    return base[np.asarray(labels) % 64]
-
-
-def make_contact_sheet(root: Path, marker: dict, out_path: Path, cell: int = 96) -> None:
-    """One render and one point cloud per ShapeNetRender class, then one sample per class of the
-    other layouts (ModelNet40 coloured by height, ScanObjectNN object/background, ShapeNetPart parts)."""
-    root = Path(root)
-    rows: list[tuple[str, list[tuple[str, Image.Image]]]] = []
-    ds = marker.get("datasets", {})
-    if "shapenet_render" in ds:
-        renders, clouds = [], []
-        for synset, fam in ds["shapenet_render"]["synsets"].items():
-            plys = sorted((root / "ShapeNet" / synset).glob("*.ply"))
-            if not plys:
-                continue
-            png = root / "ShapeNetRendering" / synset / plys[0].stem / "rendering" / "00.png"
-            bg = Image.new("RGBA", (IMAGE_SIZE, IMAGE_SIZE), (255, 255, 255, 255))
-            bg.alpha_composite(Image.open(png).convert("RGBA"))
-            renders.append((fam, bg.convert("RGB").resize((cell, cell), Image.BILINEAR)))
-            pts = read_ply_points(plys[0])
-            clouds.append((fam, _scatter(pts, np.tile([[0.25, 0.45, 0.8]], (len(pts), 1)), cell)))
-        rows += [("ShapeNetRender: 00.png", renders), ("ShapeNetRender: .ply", clouds)]
-
-    def per_class(path: Path, names: list[str], colour) -> list[tuple[str, Image.Image]]:
-        with h5py.File(path, "r") as f:
-            data, label = f["data"][:], np.asarray(f["label"][:]).reshape(-1)  # (N,) from (N, 1) or (N,)
-            extra = {k: f[k][:] for k in f.keys() if k in ("mask", "pid")}
-        cells = []
-        for c in sorted(set(label.tolist())):
-            i = int(np.flatnonzero(label == c)[0])
-            name = names[c] if c < len(names) else str(c)
-            cells.append((name, _scatter(data[i], colour(data[i], {k: v[i] for k, v in extra.items()}), cell)))
-        return cells
-
-    if "modelnet40" in ds:
-        def by_height(p, _):
-            h = (p[:, 1] - p[:, 1].min()) / max(float(np.ptp(p[:, 1])), 1e-9)
-            return np.stack([0.9 - 0.6 * h, 0.3 + 0.4 * h, 0.3 + 0.6 * h], 1)
-        rows.append(("ModelNet40 (train0)", per_class(root / "modelnet40_ply_hdf5_2048" / "ply_data_train0.h5",
-                                                      ds["modelnet40"]["classes"], by_height)))
-    if "scanobjectnn" in ds:
-        def by_mask(p, e):
-            return np.where((e["mask"] == -1)[:, None], [[0.7, 0.7, 0.7]], [[0.85, 0.3, 0.2]])
-        rows.append(("ScanObjectNN main_split (red: object, grey: background)",
-                     per_class(root / "ScanObjectNN" / "main_split" / "train.h5", list(SCANOBJECTNN_CLASSES), by_mask)))
-    if "shapenet_part" in ds:
-        names = [n for n, _, _ in SHAPENET_PART_CATEGORIES]
-        rows.append(("ShapeNetPart (colour: part id)",
-                     per_class(root / "shapenet_part_seg_hdf5_data" / "ply_data_train0.h5", names,
-                               lambda p, e: _part_colors(e["pid"]))))
-    ncol = max([len(c) for _, c in rows] + [1])
-    title_h, label_h = 14, 12
-    height = sum(title_h + cell + label_h for _ in rows) + 4
-    sheet = Image.new("RGB", (ncol * (cell + 4) + 4, max(height, 20)), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    y = 2
-    for title, cells in rows:
-        draw.text((4, y), title, fill=(0, 0, 0))
-        y += title_h
-        for k, (name, im) in enumerate(cells):
-            x = 4 + k * (cell + 4)
-            sheet.paste(im, (x, y))
-            draw.rectangle([x, y, x + cell - 1, y + cell - 1], outline=(210, 210, 210))
-            draw.text((x + 2, y + cell), name[:16], fill=(40, 40, 40))
-        y += cell + label_h
-    sheet.save(out_path, format="PNG")
-
-
-# ----------------------------------------------------------------------------------------------
 # Orchestration: temp dir, atomic moves, marker
 # ----------------------------------------------------------------------------------------------
 
 
 def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); delete it or rerun with --force") from exc
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return read_json(path, hint="delete it or rerun with --force")
 
 
 def _clean_stale(root: Path) -> None:
     """Removes temp dirs of killed runs, and folders a killed run was swapping in (listed in the note)."""
     for d in root.glob(TMP_PREFIX + "*"):
         pid = d.name[len(TMP_PREFIX):]
-        if not (pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid))):
+        if not (pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid))):
             shutil.rmtree(d, ignore_errors=True)
     note = _read_json(root / SWAP_NOTE)
     if note is not None:
@@ -794,7 +622,7 @@ def generate(root: str | os.PathLike, preset: str = "tiny", seed: int = 0, progr
     tmp.mkdir()
     seconds: dict[str, float] = {}
     info: dict[str, dict] = {}
-    runner = _Runner(workers, progress)
+    runner = Runner(workers, progress, "synthetic")
     try:
         for name in todo:
             t0 = time.perf_counter()
@@ -818,7 +646,7 @@ def generate(root: str | os.PathLike, preset: str = "tiny", seed: int = 0, progr
         new_marker = {"generator": "datasets.synthetic", "version": VERSION, "preset": preset, "seed": int(seed),
                       "datasets": {**done, **info}}
         t0 = time.perf_counter()
-        make_contact_sheet(root, new_marker, tmp / "contact_sheet.png")
+        make_contact_sheet(root, tmp / "contact_sheet.png")
         os.replace(tmp / "contact_sheet.png", root / "contact_sheet.png")
         seconds["contact_sheet"] = time.perf_counter() - t0
         atomic_write_text(root / MARKER, json.dumps(new_marker, indent=1, sort_keys=True) + "\n")

@@ -15,6 +15,8 @@ Public API:
 - ``face_normals(vertices, faces) -> (F, 3)``, ``face_areas(vertices, faces) -> (F,)``.
 - ``sample_surface(mesh, n, rng) -> (points (n, 3), face_index (n,))`` area-weighted.
 - ``normalize_bbox_diagonal(mesh) -> PartMesh`` centred, bounding-box diagonal 1 (ShapeNetCore v1).
+- ``unit_sphere(points (N, 3)) -> (N, 3)`` centroid at the origin, largest norm 1 (the classification
+  clouds' convention; also used by ``datasets.meshes`` and ``datasets.prepare_meshes``).
 """
 
 from __future__ import annotations
@@ -358,6 +360,15 @@ def normalize_bbox_diagonal(mesh: PartMesh) -> PartMesh:
     """Centre the bounding box at the origin and scale its diagonal to 1 (ShapeNetCore v1 convention)."""
     lo, hi = mesh.vertices.min(0), mesh.vertices.max(0)
     return transform(mesh, t=-(lo + hi) / 2 / np.linalg.norm(hi - lo), scale=1.0 / np.linalg.norm(hi - lo))
+
+
+def unit_sphere(points: np.ndarray) -> np.ndarray:
+    """(N, 3) -> (N, 3) float32: centroid at the origin, largest norm 1 (ModelNet40's HDF5
+    convention, PointNet's). Computed in float64."""
+    p = np.asarray(points, dtype=np.float64)
+    p = p - p.mean(axis=0)
+    radius = float(np.linalg.norm(p, axis=1).max())
+    return (p / radius if radius > 0 else p).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------

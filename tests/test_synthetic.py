@@ -391,7 +391,7 @@ def test_classes_learnable_from_structure_not_from_one_scalar():
 
 def test_large_splits_are_chunked_into_2048_shape_files(tmp_path):
     arrays = {"data": np.zeros((12, 4, 3), np.float32), "label": np.arange(12, dtype=np.uint8)[:, None]}
-    names = syn._write_split_files(tmp_path, "ply_data_train", arrays, per_file=5)
+    names = syn.write_split_files(tmp_path, "ply_data_train", arrays, per_file=5)
     assert names == ["ply_data_train0.h5", "ply_data_train1.h5", "ply_data_train2.h5"]
     with h5py.File(tmp_path / names[-1], "r") as f:
         assert f["data"].shape == (2, 4, 3) and f["label"][:, 0].tolist() == [10, 11]

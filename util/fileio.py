@@ -6,19 +6,24 @@ or a full disk never leaves a partial file under the final name, and an existing
 was until the new one is complete. A full disk raises :class:`DiskFullError`, whose message names
 the path, and the temporary file is removed. Temporary files left behind by a killed process are
 removed by :func:`remove_stale_tmp_files`.
+
+Also here, for the writers that own an output folder while they run (``datasets.synthetic``,
+``datasets.prepare_meshes``): :func:`pid_alive` (does the process that left a lock or temporary
+folder still run?) and :func:`read_json` (a state or marker file that may be absent).
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 __all__ = ["InputFileError", "DiskFullError", "atomic_write", "atomic_write_bytes", "atomic_write_text", "remove_stale_tmp_files",
-           "TMP_SUFFIX"]
+           "TMP_SUFFIX", "pid_alive", "read_json"]
 
 TMP_SUFFIX = ".tmp"
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
@@ -114,3 +119,29 @@ def remove_stale_tmp_files(directory: str | os.PathLike) -> list[Path]:
             p.unlink()
             removed.append(p)
     return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with id ``pid`` exists (one of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_json(path: str | os.PathLike, error: type[Exception] = InputFileError, hint: str = "") -> Any:
+    """The parsed content of the JSON file ``path``, or None when it does not exist.
+
+    Raises ``error`` (an exception class taking a message) naming ``path`` when the file is not valid
+    UTF-8 JSON; ``hint`` (what to do about it) ends the message.
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path} is not valid JSON ({e})" + (f"; {hint}" if hint else "")) from e
