@@ -56,8 +56,12 @@ CLS_ARMS = {"crosspoint": "from CrossPoint", "random": "from random init"}
 CLS_DATA = {"dataset": "scanobjectnn", "variant": "obj_bg"}
 STAGES = ("pretrain", "eval", "partseg", "cls")
 # Environment of every training process: one BLAS/OpenMP thread pool of a fixed size, so results do not
-# depend on how many cores the machine has (see the README's reproducibility section).
+# depend on how many cores the machine has (see the README's reproducibility section); idle OpenMP threads
+# sleep instead of spinning, which only matters for speed on a shared machine.
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# Kernel choices that decide the last bits of every result (read by torch at import; `quickstart.sh
+# --portable` sets them to values every x86-64 CPU can follow), recorded in the reports.
+KERNEL_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,6 +119,7 @@ def prepare_data(args: argparse.Namespace) -> tuple[Path, str]:
 
 def child_env(args: argparse.Namespace) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **{v: str(args.threads) for v in THREAD_VARS}}
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env.setdefault("WANDB_MODE", "disabled")
     return env
 
@@ -208,6 +213,26 @@ def finetune_cls(args: argparse.Namespace, arm: str, seed: int, seed_dir: Path, 
     return {"overall_accuracy": out["test"]["overall_accuracy"],
             "mean_class_accuracy": out["test"]["mean_class_accuracy"], "best_epoch": out["best_epoch"],
             "epochs": len(out["history"])}
+
+
+def data_sha256(root: Path) -> str:
+    """sha256 over the relative paths and bytes of every file under a synthetic data root: two machines trained
+    on the same data only if this matches (the renderer's instruction set can change a few renders)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def determinants(args: argparse.Namespace, data_root: Path, kind: str) -> dict[str, Any]:
+    """What decides the last bits of the numbers besides the seed (README: reproducibility)."""
+    from benchmarks.run import machine_info
+
+    return {**machine_info(args.device), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads_per_process": args.threads, "pretrain_num_workers": args.num_workers,
+            "kernel_env": {v: os.environ.get(v) for v in KERNEL_VARS},
+            "data_sha256": data_sha256(data_root) if kind == "synthetic" else None}
 
 
 def settings_key(args: argparse.Namespace, data_root: Path) -> str:
@@ -405,7 +430,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "data_root": str(data_root), "data_seed": args.data_seed, "preset": args.preset, "device": args.device,
         "threads": args.threads, "seeds": args.seeds, "stages": args.stages,
         "fewshot": {k: setting("fewshot", args.preset, k, v) for k, v in FEWSHOT.items()},
-        "stage_seconds": clock.stages, "total_seconds": clock.total()}
+        "stage_seconds": clock.stages, "total_seconds": clock.total(),
+        "determinants": determinants(args, data_root, kind)}
     if len(args.seeds) > 1:
         report.update(metrics=aggregate(seed_results), per_seed=seed_results)
         atomic_write_text(results_dir / "ablation.json", json.dumps(report, indent=2) + "\n")
