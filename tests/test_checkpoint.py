@@ -205,3 +205,19 @@ def test_atomic_write_uses_the_umask_mode(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_any_garbage_file_is_one_clear_checkpoint_error(tmp_path):
+    """Random bytes make torch's unpickler raise many exception types; each becomes one CheckpointError line."""
+    import numpy as np
+
+    from util.checkpoint import CheckpointError
+
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        path = tmp_path / f"garbage{i}.pth"
+        path.write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+        with pytest.raises(CheckpointError) as info:
+            load_state_dict_file(path)
+        msg = str(info.value)
+        assert str(path) in msg and "\n" not in msg and "weights_only=False" not in msg

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import pickle
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,9 +85,12 @@ def torch_load_checked(path: str | os.PathLike, what: str, map_location: str | t
         state = "is a directory, not a file" if path.is_dir() else "does not exist"
         raise FileNotFoundError(f"{path}: {state}; expected {what}.")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError,
-            ModuleNotFoundError) as error:
+        with warnings.catch_warnings():
+            # Garbage bytes can look like an unusual pickle protocol; torch then warns before failing.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    # torch's unpickler raises arbitrary exception types (IndexError, KeyError, ...) on garbage bytes.
+    except Exception as error:  # noqa: BLE001
         raise CheckpointError(
             f"{path}: cannot be read as {what}: torch.load(weights_only=True) refused it "
             f"({describe_load_error(error)}). The file is corrupt, truncated or not what was expected."
