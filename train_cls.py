@@ -50,9 +50,9 @@ from util.encoders import infer_point_encoder
 from util.fileio import atomic_write_text
 from util.logger import Logger
 from util.presets import PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
-from util.run import (AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, PROBABILITY, Run, add_run_arguments, check_args,
+from util.run import (AT_LEAST_1, FRACTION, NON_NEGATIVE, PROBABILITY, Run, add_run_arguments, check_args,
                       check_batch, check_points_for_k, run_training)
-from util.training import eval_loader, make_grad_scaler, stratified_split
+from util.training import eval_loader, make_grad_scaler, make_optimizer, stratified_split
 
 PROG = "train_cls.py"
 PLOT_FILE = "confusion_test.png"
@@ -117,11 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def validate(args: argparse.Namespace, world_size: int) -> None:
     """Every flag checked before anything is written (messages name the flag)."""
-    check_args(PROG, args, {
-        "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "test_batch_size": AT_LEAST_1, "num_points": AT_LEAST_1,
-        "k": AT_LEAST_1, "emb_dims": AT_LEAST_1, "eval_every": AT_LEAST_1, "lr": POSITIVE, "wd": NON_NEGATIVE,
-        "momentum": NON_NEGATIVE, "eta_min": NON_NEGATIVE, "dropout": PROBABILITY, "label_smoothing": PROBABILITY,
-        "val_fraction": FRACTION})
+    check_args(PROG, args, {"test_batch_size": AT_LEAST_1, "eval_every": AT_LEAST_1, "momentum": NON_NEGATIVE,
+                            "eta_min": NON_NEGATIVE, "dropout": PROBABILITY, "label_smoothing": PROBABILITY,
+                            "val_fraction": FRACTION})
     check_points_for_k(PROG, args.num_points, args.k if args.k is not None else DGCNN_K)
     if args.eval and not args.model_path:
         raise SystemExit(f"{PROG}: --eval needs --model_path (a fine-tuned classifier_best.pth).")
@@ -262,10 +260,7 @@ def setup(run: Run) -> FineTuning:
     new = load_with_new_head(model, sd, CLS_HEAD_PREFIXES, source) if sd is not None else None
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    if args.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.wd)
-    else:
-        optimizer = torch.optim.Adam(params, lr=args.lr, weight_decay=args.wd)
+    optimizer = make_optimizer(args.optimizer, params, args.lr, args.momentum, args.wd)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs, eta_min=args.eta_min)
     loader = run.train_loader(train_set, args.batch_size, args.num_workers)
     net = distributed.wrap_ddp(model, device)

@@ -41,7 +41,7 @@ from models.losses import crosspoint_loss, nt_xent
 from util import distributed
 from util.checkpoint import WeightsMeta
 from util.presets import PRETRAIN_K, PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
-from util.run import (AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, Run, add_run_arguments, check_args, check_batch,
+from util.run import (AT_LEAST_1, FRACTION, POSITIVE, Run, add_run_arguments, check_args, check_batch,
                       check_points_for_k, run_training)
 from util.training import autocast_context, make_generator, make_grad_scaler, stratified_split
 
@@ -124,12 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def validate(args: argparse.Namespace, world_size: int) -> None:
     """Every flag checked before anything is written (messages name the flag)."""
-    check_args(PROG, args, {
-        "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "num_points": AT_LEAST_1, "k": AT_LEAST_1,
-        "emb_dims": AT_LEAST_1, "image_size": AT_LEAST_1, "probe_every": AT_LEAST_1, "probe_points": AT_LEAST_1,
-        "probe_batch_size": AT_LEAST_1, "lr": POSITIVE, "temperature": POSITIVE, "probe_C": POSITIVE, "wd": NON_NEGATIVE,
-        "probe_val_fraction": FRACTION,
-    })
+    check_args(PROG, args, {"image_size": AT_LEAST_1, "probe_every": AT_LEAST_1, "probe_points": AT_LEAST_1,
+                            "probe_batch_size": AT_LEAST_1, "temperature": POSITIVE, "probe_C": POSITIVE,
+                            "probe_val_fraction": FRACTION})
     check_batch(PROG, args.batch_size, world_size, "NT-Xent")
     if args.model != "pointnet":
         check_points_for_k(PROG, args.num_points, args.k)

@@ -50,9 +50,9 @@ from util.metrics import format_category_table
 from util.partseg import (METRIC_NOTE, PartSegEvaluator, PartSegStep, describe_metrics, flat_metrics,
                           plot_examples)
 from util.presets import PARTSEG_K, PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
-from util.run import (AT_LEAST_0, AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, PROBABILITY, Run, add_run_arguments, check_args,
+from util.run import (AT_LEAST_0, AT_LEAST_1, FRACTION, NON_NEGATIVE, PROBABILITY, Run, add_run_arguments, check_args,
                       check_batch, check_points_for_k, run_training)
-from util.training import eval_loader, make_grad_scaler, stratified_split
+from util.training import eval_loader, make_grad_scaler, make_optimizer, stratified_split
 
 PROG = "train_partseg.py"
 HEAD_PREFIXES = ("conv7.", "conv8.", "conv9.", "conv10.", "conv11.")
@@ -146,10 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
 def validate(args: argparse.Namespace, world_size: int) -> None:
     """Every flag checked before anything is written (messages name the flag)."""
     check_args(PROG, args, {
-        "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "test_batch_size": AT_LEAST_1, "num_points": AT_LEAST_1,
-        "k": AT_LEAST_1, "emb_dims": AT_LEAST_1, "eval_every": AT_LEAST_1, "plot_shapes": AT_LEAST_1,
-        "test_every": AT_LEAST_0, "lr": POSITIVE, "wd": NON_NEGATIVE, "momentum": NON_NEGATIVE, "eta_min": NON_NEGATIVE,
-        "dropout": PROBABILITY, "label_smoothing": PROBABILITY, "val_fraction": FRACTION})
+        "test_batch_size": AT_LEAST_1, "eval_every": AT_LEAST_1, "plot_shapes": AT_LEAST_1, "test_every": AT_LEAST_0,
+        "momentum": NON_NEGATIVE, "eta_min": NON_NEGATIVE, "dropout": PROBABILITY, "label_smoothing": PROBABILITY,
+        "val_fraction": FRACTION})
     check_points_for_k(PROG, args.num_points, args.k if args.k is not None else PARTSEG_K)
     if args.eval:
         if not args.model_path:
@@ -353,10 +352,7 @@ def setup(run: Run) -> FineTuning:
     params = [p for p in model.parameters() if p.requires_grad]
     # Differs from the original: --lr is the learning rate itself (0.1); the original took --lr 0.001 and
     # multiplied it by 100 for SGD. Parameters without gradients (inv_head) are not passed (no effect).
-    if args.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.wd)
-    else:
-        optimizer = torch.optim.Adam(params, lr=args.lr, weight_decay=args.wd)
+    optimizer = make_optimizer(args.optimizer, params, args.lr, args.momentum, args.wd)
     if args.scheduler == "cos":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs, eta_min=args.eta_min)
     else:

@@ -28,3 +28,14 @@ def tiny_data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_data")
     generate(root, preset="tiny", seed=0, progress=False)
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module: on the shared 2-core machine two threads spin against each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -22,11 +22,8 @@ def _argv(root, out, name, *extra):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test and module fixture here runs with one intra-op thread."""
 
 
 def test_defaults_are_the_dgcnn_recipe():

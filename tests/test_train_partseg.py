@@ -25,12 +25,8 @@ TINY = ["--num_points", "256", "--k", "8", "--test_batch_size", "8", "--num_work
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine two threads spin against each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test and module fixture here runs with one intra-op thread."""
 
 
 def _argv(root, out, name, *extra):

@@ -10,7 +10,6 @@ the files alone.
 import io
 import json
 import os
-import pickle
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field

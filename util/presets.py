@@ -61,7 +61,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "fewshot": {
         "tiny": {"num_points": 256, "k_way": 5, "m_shot": 2, "n_query": 2, "n_runs": 5},
-        "small": {"num_points": 512, "k_way": 5, "m_shot": 10, "n_query": 15, "n_runs": 10},
+        "small": {"num_points": 512, "k_way": 5, "m_shot": 10, "n_query": 8, "n_runs": 10},  # 8: the test split has 8 per class
         "paper": {},
     },
 }

@@ -128,15 +128,18 @@ PROBABILITY: Rule = (lambda v: 0.0 <= v < 1.0, "in [0, 1)")
 
 
 def check_args(prog: str, args: argparse.Namespace, rules: Mapping[str, Rule]) -> None:
-    """Validate flags before anything is created: ``rules`` plus those of the run arguments.
+    """Validate flags before anything is created: ``rules`` plus the rules of the flags every training script
+    shares (epochs, batch_size, num_points, k, emb_dims, lr, wd and the run arguments).
 
     A flag that is None (not given) is skipped. Raises SystemExit naming the first bad flag, its value and
     what it must be.
     """
-    run_rules = {"stop_after": AT_LEAST_1, "max_steps_per_epoch": AT_LEAST_1, "num_workers": AT_LEAST_0,
-                 "save_every": AT_LEAST_0, "print_freq": AT_LEAST_0, "grad_clip": POSITIVE}
-    for name, (ok, must) in {**run_rules, **rules}.items():
-        value = getattr(args, name)
+    shared = {"epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "num_points": AT_LEAST_1, "k": AT_LEAST_1,
+              "emb_dims": AT_LEAST_1, "lr": POSITIVE, "wd": NON_NEGATIVE, "stop_after": AT_LEAST_1,
+              "max_steps_per_epoch": AT_LEAST_1, "num_workers": AT_LEAST_0, "save_every": AT_LEAST_0,
+              "print_freq": AT_LEAST_0, "grad_clip": POSITIVE}
+    for name, (ok, must) in {**shared, **rules}.items():
+        value = getattr(args, name, None)
         if value is not None and not ok(value):
             raise SystemExit(f"{prog}: --{name} must be {must}, got {value}.")
     if getattr(args, "resume", None) and getattr(args, "overwrite", False):
