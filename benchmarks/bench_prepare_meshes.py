@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts (default: 1,2)")
     p.add_argument("--rounds", type=int, default=3, help="timed runs per worker count (default: 3)")
-    p.add_argument("--copies", type=int, default=2, help="copies of each of the 10 meshes (default: 2 -> 20)")
+    p.add_argument("--copies", type=int, default=10,
+                   help="copies of each of the 10 meshes (default: 10 -> 100; fewer measure mostly the pool start-up)")
     p.add_argument("--views", type=int, default=24, help="views per object (default: 24, published)")
     p.add_argument("--num_points", type=int, default=2048, help="points per object (default: 2048, published)")
     p.add_argument("--output", default=None, help="JSON path (default: benchmarks/results/prepare_meshes.json)")

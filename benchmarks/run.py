@@ -383,7 +383,7 @@ def bench_crosspoint(args: argparse.Namespace) -> dict | None:
         if device.type == "cuda":
             row["peak_mem_mib"] = (torch.cuda.max_memory_allocated(device) - allocated_before) / 2**20
         rows.append(row)
-        del point_model, image_model, optimizer
+        point_model = image_model = optimizer = step = None  # free this impl's memory before the next one
     if len(rows) == 2:
         rows[1]["speedup_vs_plain"] = rows[0]["step_s_median"] / rows[1]["step_s_median"]
     print_table(

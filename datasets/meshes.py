@@ -376,6 +376,18 @@ def _validated(path: Path, vertices: np.ndarray, faces: np.ndarray) -> tuple[np.
     return vertices, faces
 
 
+def _checked_extension(path: Path, extensions: tuple[str, ...], kind: str) -> str:
+    """The lower-case extension of an existing, non-empty file of a supported kind, else MeshError."""
+    ext = path.suffix.lower()
+    if ext not in extensions:
+        raise MeshError(path, f"unsupported {kind} extension {path.suffix!r}; supported: {', '.join(extensions)}")
+    if not path.is_file():
+        raise MeshError(path, "does not exist" if not path.exists() else "is not a file")
+    if path.stat().st_size == 0:
+        raise MeshError(path, "is empty (0 bytes)")
+    return ext
+
+
 def load_mesh(path: str | os.PathLike, up_axis: str = "y") -> trimesh.Trimesh:
     """Read a mesh file into one validated triangle mesh (not yet normalised).
 
@@ -395,14 +407,7 @@ def load_mesh(path: str | os.PathLike, up_axis: str = "y") -> trimesh.Trimesh:
     path = Path(path)
     if up_axis not in UP_AXES:
         raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
-    ext = path.suffix.lower()
-    if ext not in MESH_EXTENSIONS:
-        raise MeshError(path, f"unsupported mesh extension {path.suffix!r}; supported: "
-                              f"{', '.join(MESH_EXTENSIONS)}")
-    if not path.is_file():
-        raise MeshError(path, "does not exist" if not path.exists() else "is not a file")
-    if path.stat().st_size == 0:
-        raise MeshError(path, "is empty (0 bytes)")
+    ext = _checked_extension(path, MESH_EXTENSIONS, "mesh")
     if ext == ".off":
         vertices, faces = _read_off(path)
     else:
@@ -622,14 +627,7 @@ def read_point_file(path: str | os.PathLike) -> list[tuple[str, np.ndarray]]:
         (M, N, 3) (a transposed (3, N) array is named as such), no points, NaN/inf coordinates.
     """
     path = Path(path)
-    ext = path.suffix.lower()
-    if ext not in POINT_EXTENSIONS:
-        raise MeshError(path, f"unsupported point-cloud extension {path.suffix!r}; supported: "
-                              f"{', '.join(POINT_EXTENSIONS)}")
-    if not path.is_file():
-        raise MeshError(path, "does not exist" if not path.exists() else "is not a file")
-    if path.stat().st_size == 0:
-        raise MeshError(path, "is empty (0 bytes)")
+    ext = _checked_extension(path, POINT_EXTENSIONS, "point-cloud")
     if ext == ".ply":
         faces = ply_face_count(path)
         if faces > 0:
