@@ -15,10 +15,7 @@ import json
 import os
 from pathlib import Path
 
-import torch
-from torch.utils.data import Dataset
-
-from .io import DatasetError, DatasetNotFoundError, load_h5_split, read_lines, split_h5_files
+from .io import DatasetError, DatasetNotFoundError, LabelledClouds, load_h5_split, read_lines, split_h5_files
 
 __all__ = ["CustomClassification", "CUSTOM_DIR"]
 
@@ -26,7 +23,7 @@ CUSTOM_DIR = "custom_cls"
 _HOW = "create it from your meshes with `python -m datasets.prepare_meshes --input DIR --output {root}`"
 
 
-class CustomClassification(Dataset):
+class CustomClassification(LabelledClouds):
     """Your objects' labelled point clouds, all loaded into memory (same interface as
     :class:`datasets.modelnet40.ModelNet40`).
 
@@ -91,9 +88,3 @@ class CustomClassification(Dataset):
                                f"hold {len(self.labels)} clouds (or the labels differ); rerun "
                                "python -m datasets.prepare_meshes")
         return mine
-
-    def __len__(self) -> int:
-        return self.data.shape[0]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(self.data[index].copy()), int(self.labels[index])

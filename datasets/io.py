@@ -14,7 +14,8 @@ Contents:
 - Published file lists (:func:`read_file_list`, a split's h5 files: :func:`split_h5_files`) and
   the data-root checks (:func:`require_dir`, :func:`root_is_file_message`).
 - HDF5 reading with key/shape checks (:func:`read_h5`) and array validation
-  (:func:`check_points`, :func:`check_labels`).
+  (:func:`check_points`, :func:`check_labels`); :class:`LabelledClouds`, the item access of the
+  in-memory classification sets read by :func:`load_h5_split`.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ from typing import BinaryIO, Iterable, Sequence
 import h5py
 import numpy as np
 import plyfile
+import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
+from torch.utils.data import Dataset
 
 from util.fileio import InputFileError
 
 __all__ = [
+    "LabelledClouds",
     "DatasetError",
     "DatasetNotFoundError",
     "CREATE_HINT",
@@ -533,3 +537,21 @@ def load_h5_split(files: list[Path], num_points: int | None, num_classes: int,
         shapes = {str(f.name): d.shape for f, d in zip(files, all_data)}
         raise DatasetError(f"files hold different numbers of points per shape: {shapes}")
     return np.concatenate(all_data, axis=0), np.concatenate(all_labels, axis=0)
+
+
+class LabelledClouds(Dataset):
+    """Labelled point clouds held in memory (ModelNet40, ScanObjectNN, the custom set).
+
+    A subclass sets ``data`` float32 (M, P, 3) and ``labels`` int64 (M,) in its ``__init__``
+    (usually from :func:`load_h5_split`). Item ``i``: ``(points float32 (P, 3), label int)``; the
+    points are a copy, so a transform may change them in place.
+    """
+
+    data: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(self.data[index].copy()), int(self.labels[index])

@@ -10,10 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-from torch.utils.data import Dataset
-
-from .io import load_h5_split, read_lines, require_dir, split_h5_files
+from .io import LabelledClouds, load_h5_split, read_lines, require_dir, split_h5_files
 
 __all__ = ["ModelNet40", "MODELNET40_DIR", "NUM_CLASSES"]
 
@@ -21,7 +18,7 @@ MODELNET40_DIR = "modelnet40_ply_hdf5_2048"
 NUM_CLASSES = 40
 
 
-class ModelNet40(Dataset):
+class ModelNet40(LabelledClouds):
     """ModelNet40 classification clouds, all loaded into memory.
 
     Args:
@@ -52,9 +49,3 @@ class ModelNet40(Dataset):
         self.files = split_h5_files(self.dir, split, f"{split}_files.txt", f"ModelNet40 split '{split}'")
         self.data, self.labels = load_h5_split(self.files, num_points, num_classes)
         self.num_points = self.data.shape[1]
-
-    def __len__(self) -> int:
-        return self.data.shape[0]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(self.data[index].copy()), int(self.labels[index])

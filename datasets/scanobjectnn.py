@@ -18,12 +18,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-from torch.utils.data import Dataset
-
 from util.meta import SCANOBJECTNN_CLASSES as _META_SCANOBJECTNN_CLASSES
 
-from .io import (CREATE_HINT, DatasetError, DatasetNotFoundError, load_h5_split,
+from .io import (CREATE_HINT, DatasetError, DatasetNotFoundError, LabelledClouds, load_h5_split,
                  root_is_file_message)
 
 __all__ = ["ScanObjectNN", "SCANOBJECTNN_CLASSES", "VARIANTS", "find_variant_dir", "find_variant_file"]
@@ -92,7 +89,7 @@ def find_variant_file(root: str | os.PathLike, variant: str, split: str) -> Path
     return existing[0]
 
 
-class ScanObjectNN(Dataset):
+class ScanObjectNN(LabelledClouds):
     """ScanObjectNN classification clouds, all loaded into memory.
 
     Args:
@@ -120,9 +117,3 @@ class ScanObjectNN(Dataset):
         self.class_names = list(SCANOBJECTNN_CLASSES)
         self.data, self.labels = load_h5_split([self.file], num_points, len(self.class_names))
         self.num_points = self.data.shape[1]
-
-    def __len__(self) -> int:
-        return self.data.shape[0]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(self.data[index].copy()), int(self.labels[index])
