@@ -16,12 +16,20 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from util.evaluation import class_accuracies
 from util.plotting import confusion_matrix
 from util.training import autocast_context
 
 __all__ = ["ClsStep", "ClsEvaluator", "classification_metrics", "describe"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def to_model_input(points: torch.Tensor, labels: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader batch ``(points (B, N, 3), labels (B,) or (B, 1))`` -> ``(x (B, 3, N), y (B,) long)`` on ``device``."""
+    x = points.to(device, non_blocking=True).transpose(1, 2).contiguous()  # (B, 3, N)
+    y = torch.as_tensor(labels).to(device, non_blocking=True).reshape(-1).long()  # (B,)
+    return x, y
 
 
 class ClsStep:
@@ -37,9 +45,7 @@ class ClsStep:
         self.model, self.device, self.amp, self.loss_fn = model, device, amp, loss_fn
 
     def __call__(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        points, labels = batch[0], batch[1]  # (B, N, 3), (B,)
-        x = points.to(self.device, non_blocking=True).transpose(1, 2).contiguous()  # (B, 3, N)
-        y = torch.as_tensor(labels).to(self.device, non_blocking=True).reshape(-1).long()  # (B,)
+        x, y = to_model_input(batch[0], batch[1], self.device)
         with autocast_context(self.device, self.amp):
             logits = self.model(x)  # (B, C)
         loss = self.loss_fn(logits, y)
@@ -55,8 +61,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
     """
     y_true = np.asarray(y_true).reshape(-1)  # (N,)
     y_pred = np.asarray(y_pred).reshape(-1)  # (N,)
-    present = np.unique(y_true)
-    per_class = {int(c): float(np.mean(y_pred[y_true == c] == c)) for c in present}
+    per_class = class_accuracies(y_true, y_pred)
 
     def name(c: int) -> str:
         return class_names[c] if class_names is not None and c < len(class_names) else str(c)
@@ -94,8 +99,7 @@ class ClsEvaluator:
         loss_sum, count = 0.0, 0
         try:
             for points, labels in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
-                x = points.to(self.device).transpose(1, 2).contiguous()  # (B, 3, N)
-                y = torch.as_tensor(labels).to(self.device).reshape(-1).long()  # (B,)
+                x, y = to_model_input(points, labels, self.device)
                 with autocast_context(self.device, self.amp):
                     logits = model(x)  # (B, C)
                 logits = logits.float()

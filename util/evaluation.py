@@ -14,7 +14,7 @@ from torch import nn
 
 from util.fileio import InputFileError
 
-__all__ = ["extract_features", "linear_svm", "cross_validate_C", "few_shot", "sample_episode", "FewShotDataError",
+__all__ = ["extract_features", "class_accuracies", "linear_svm", "cross_validate_C", "few_shot", "sample_episode", "FewShotDataError",
            "SVM_SOLVERS"]
 
 SVM_SOLVERS = ("svc", "svc_precomputed")
@@ -77,7 +77,7 @@ def extract_features(
     return np.concatenate(feats, axis=0).astype(np.float32), np.concatenate(labels, axis=0)
 
 
-def _class_accuracies(y_true: np.ndarray, y_pred: np.ndarray) -> dict[int, float]:
+def class_accuracies(y_true: np.ndarray, y_pred: np.ndarray) -> dict[int, float]:
     """Per-class accuracy (recall) for each class present in ``y_true``."""
     return {int(c): float(np.mean(y_pred[y_true == c] == c)) for c in np.unique(y_true)}
 
@@ -150,7 +150,7 @@ def linear_svm(
         k_test = np.asarray(test_f, dtype=np.float64) @ x_train.T  # (N_test, N_train)
         pred = clf.predict(k_test).astype(np.int64)
         t2 = time.perf_counter()
-    per_class = _class_accuracies(test_y, pred)
+    per_class = class_accuracies(test_y, pred)
     return {
         "accuracy": float(np.mean(pred == test_y)),
         "mean_class_accuracy": float(np.mean(list(per_class.values()))),
