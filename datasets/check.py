@@ -23,20 +23,19 @@ import sys
 import textwrap
 import warnings
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import h5py
 import numpy as np
 
-from .io import (DatasetError, DatasetNotFoundError, check_labels, check_points, load_image_rgb,
-                 read_h5, read_lines, read_ply_points, root_is_file_message)
+from .io import (DatasetError, DatasetNotFoundError, load_h5_split, load_image_rgb, read_lines,
+                 read_ply_points, root_is_file_message)
 from .custom import CUSTOM_DIR, CustomClassification
 from .modelnet40 import MODELNET40_DIR, NUM_CLASSES as MODELNET40_NUM_CLASSES, ModelNet40
+from .parallel import Runner
 from .scanobjectnn import SCANOBJECTNN_CLASSES, VARIANTS, ScanObjectNN, find_variant_dir
-from .shapenet_part import (CATEGORIES, SHAPENET_PART_DIR, ShapeNetPart, check_part_ids)
+from .shapenet_part import CATEGORIES, SHAPENET_PART_DIR, ShapeNetPart, read_part_file
 from .shapenet_render import ShapeNetRender
 
 DATASETS = ("shapenet_render", "modelnet40", "scanobjectnn", "shapenet_part", "custom")
@@ -227,8 +226,10 @@ def full_tasks(root: Path, dataset: str, num_points: int) -> list[FileTask]:
                 continue
     files: dict[Path, int] = {}
     for folder in folders:
-        for f in _visible(folder.glob("*.h5")):
-            files.setdefault(f, _h5_class_count(dataset, folder))
+        h5 = _visible(folder.glob("*.h5"))
+        num_classes = _h5_class_count(dataset, folder) if h5 else 0
+        for f in h5:
+            files.setdefault(f, num_classes)
     if dataset == "scanobjectnn" and (root / "ScanObjectNN").is_dir():
         for f in _visible((root / "ScanObjectNN").glob("**/*.h5")):
             files.setdefault(f, len(SCANOBJECTNN_CLASSES))
@@ -250,17 +251,10 @@ def _check_h5(path: str, dataset: str, num_classes: int) -> None:
                 ds[()]
             except (OSError, ValueError) as e:
                 raise DatasetError(f"{path}: cannot read array '{name}' {ds.shape} ({e})") from e
-    part = dataset == "shapenet_part"
-    keys = ["data", "label"] + (["pid"] if part else [])
-    got = read_h5(path, keys, ndim={"data": 3, **({"pid": 2} if part else {})},
-                  per_point={"pid": "data"} if part else None)
-    data = check_points(got["data"], path)
-    labels = check_labels(got["label"], data.shape[0], num_classes, path)
-    if part:
-        if got.shapes["pid"] != got.shapes["data"][:2]:
-            raise DatasetError(f"{path}: 'pid' has shape {got.shapes['pid']}, expected "
-                               f"{got.shapes['data'][:2]} to match 'data' {got.shapes['data']}")
-        check_part_ids(np.asarray(got["pid"]), labels, Path(path))
+    if dataset == "shapenet_part":
+        read_part_file(Path(path), None)
+    else:
+        load_h5_split([Path(path)], None, num_classes)
 
 
 def check_file(task: FileTask) -> FileResult:
@@ -294,25 +288,11 @@ def _check_chunk(tasks: list[FileTask]) -> list[FileResult]:
 def decode_all(tasks: list[FileTask], workers: int) -> list[FileResult]:
     """:func:`check_file` over every task, in chunks over ``workers`` processes (inline for 1),
     with a tqdm progress bar on stderr (shown on a terminal). Results in task order."""
-    from tqdm import tqdm
-
     size = max(1, min(256, len(tasks) // max(1, 8 * workers)))
     chunks = [tasks[i:i + size] for i in range(0, len(tasks), size)]
-    results: list[FileResult] = []
-    with tqdm(total=len(tasks), desc="decoding", unit="file", file=sys.stderr,
-              disable=None) as bar:
-        if workers <= 1 or len(chunks) <= 1:
-            for c in chunks:
-                results += _check_chunk(c)
-                bar.update(len(c))
-            return results
-        # forkserver/spawn: forking a parent that holds torch/OpenMP threads can deadlock.
-        method = "forkserver" if "forkserver" in get_all_start_methods() else "spawn"
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context(method)) as pool:
-            for res in pool.map(_check_chunk, chunks):
-                results += res
-                bar.update(len(res))
-    return results
+    with Runner(workers, sys.stderr.isatty(), "check") as runner:
+        per_chunk = runner.map(_check_chunk, chunks, "decoding", weights=[len(c) for c in chunks], unit="file")
+    return [result for chunk in per_chunk for result in chunk]
 
 
 def full_report(dataset: str, results: list[FileResult], workers: int) -> tuple[list[str], int]:

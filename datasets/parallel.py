@@ -1,4 +1,5 @@
-"""The task runner of the data writers (``datasets.synthetic``, ``datasets.prepare_meshes``).
+"""The task runner of the data writers (``datasets.synthetic``, ``datasets.prepare_meshes``) and of
+``datasets.check --full``.
 
 :class:`Runner` maps a top-level (picklable) function over a list of tasks, inline or over a process
 pool, with an optional progress bar; results come back in task order, so what a writer does with them
@@ -41,14 +42,14 @@ class Runner:
         self.close()
 
     def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], desc: str,
-            weights: Sequence[int] | None = None, leave: bool = False) -> list:
+            weights: Sequence[int] | None = None, leave: bool = False, unit: str = "obj") -> list:
         """``[fn(t) for t in tasks]``, in task order. ``weights``: progress units per task (default 1);
-        ``leave``: keep the finished bar on screen."""
+        ``leave``: keep the finished bar on screen; ``unit``: what the bar counts."""
         bar = None
         if self.progress and tasks:
             try:
                 from tqdm import tqdm
-                bar = tqdm(total=sum(weights) if weights else len(tasks), desc=desc, unit="obj",
+                bar = tqdm(total=sum(weights) if weights else len(tasks), desc=desc, unit=unit,
                            file=sys.stderr, leave=leave)
             except ImportError:
                 print(f"[{self.name}] {desc}: {len(tasks)} tasks", file=sys.stderr)

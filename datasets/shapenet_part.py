@@ -22,10 +22,10 @@ from util.meta import (SHAPENET_PART_ALIASES, SHAPENET_PART_CATEGORIES,
 
 from .io import (DatasetError, check_labels, check_points, read_h5, require_dir,
                  split_h5_files)
-from .transforms import item_rng, scale_and_translate
+from .transforms import item_rng, scale_translate_shuffle
 
 __all__ = ["ShapeNetPart", "CATEGORIES", "PARTS_PER_CATEGORY", "PART_OFFSETS", "NUM_PARTS",
-           "NUM_CATEGORIES", "SHAPENET_PART_DIR", "check_part_ids"]
+           "NUM_CATEGORIES", "SHAPENET_PART_DIR", "read_part_file"]
 
 SHAPENET_PART_DIR = "shapenet_part_seg_hdf5_data"
 # The part table lives in util/meta.py; these are its historical names in this module.
@@ -59,7 +59,7 @@ def _split_files(directory: Path, split: str) -> list[Path]:
     return files
 
 
-def check_part_ids(pid: np.ndarray, category: np.ndarray, path: Path) -> np.ndarray:
+def _check_part_ids(pid: np.ndarray, category: np.ndarray, path: Path) -> np.ndarray:
     """Validate pid (M, P) against each shape's category range; return int64 (M, P)."""
     if not np.issubdtype(pid.dtype, np.integer):
         if not np.issubdtype(pid.dtype, np.floating) or not np.all(pid == np.round(pid)):
@@ -76,6 +76,28 @@ def check_part_ids(pid: np.ndarray, category: np.ndarray, path: Path) -> np.ndar
             f"{path}: shape index {i} (category {c} {CATEGORIES[c]}) has part ids {vals} outside "
             f"its range {lo[i, 0]}..{hi[i, 0] - 1} ({int(bad.sum())} bad shapes in this file)")
     return pid
+
+
+def read_part_file(path: Path, num_points: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read and validate one ShapeNetPart h5 file.
+
+    Returns:
+        data float32 (M, num_points or P, 3), category int64 (M,), pid int64 (M, num_points or P)
+        (the first ``num_points`` points; None keeps all).
+
+    Raises:
+        DatasetError naming the file: missing keys, transposed or mis-shaped arrays, bad values,
+        part ids outside their shape's category range.
+    """
+    arrays = read_h5(path, ["data", "label", "pid"], point_slice={"data": num_points, "pid": num_points},
+                     ndim={"data": 3, "pid": 2}, per_point={"pid": "data"})
+    data = check_points(arrays["data"], path)
+    label = check_labels(arrays["label"], data.shape[0], NUM_CATEGORIES, path)
+    stored = arrays.shapes
+    if stored["pid"] != stored["data"][:2]:
+        raise DatasetError(f"{path}: 'pid' has shape {stored['pid']}, expected "
+                           f"{stored['data'][:2]} to match 'data' {stored['data']}")
+    return data, label, _check_part_ids(np.asarray(arrays["pid"]), label, path)
 
 
 class ShapeNetPart(Dataset):
@@ -111,19 +133,10 @@ class ShapeNetPart(Dataset):
         self.files = _split_files(self.dir, split)
         datas, labels, pids = [], [], []
         for f in self.files:
-            arrays = read_h5(f, ["data", "label", "pid"],
-                             point_slice={"data": num_points, "pid": num_points},
-                             ndim={"data": 3, "pid": 2}, per_point={"pid": "data"})
-            data = check_points(arrays["data"], f)
-            label = check_labels(arrays["label"], data.shape[0], NUM_CATEGORIES, f)
-            pid = np.asarray(arrays["pid"])
-            stored = arrays.shapes
-            if stored["pid"] != stored["data"][:2]:
-                raise DatasetError(f"{f}: 'pid' has shape {stored['pid']}, expected "
-                                   f"{stored['data'][:2]} to match 'data' {stored['data']}")
-            pids.append(check_part_ids(pid, label, f))
+            data, label, pid = read_part_file(f, num_points)
             datas.append(data)
             labels.append(label)
+            pids.append(pid)
         self.data = np.concatenate(datas, axis=0)
         self.labels = np.concatenate(labels, axis=0)
         self.part_ids = np.concatenate(pids, axis=0)
@@ -156,8 +169,7 @@ class ShapeNetPart(Dataset):
             rng = item_rng()
             # Differs from the original: CrossPoint's (and DGCNN's) part-seg loader only
             # shuffles the points of 'trainval'; its translate_pointcloud is defined but unused.
-            points = scale_and_translate(points, rng)
-            perm = rng.permutation(points.shape[0])  # (num_points,)
-            points, part_ids = points[perm], part_ids[perm]
+            points, perm = scale_translate_shuffle(points, rng)
+            part_ids = part_ids[perm]  # (num_points,), following the points
         return (torch.from_numpy(np.array(points, dtype=np.float32)), int(self.labels[index]),
                 torch.from_numpy(np.array(part_ids, dtype=np.int64)))
