@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .transforms import item_rng, scale_translate_shuffle
+
 __all__ = ["CLASSIFICATION_DATASETS", "SCANOBJECTNN_VARIANTS", "AugmentedClassification", "ClassificationData"]
 
 CLASSIFICATION_DATASETS = ("modelnet40", "scanobjectnn", "custom")
@@ -119,10 +121,6 @@ class AugmentedClassification(Dataset):
         return len(self.base)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        from datasets.transforms import item_rng, scale_and_translate
-
         points, label = self.base[index]
-        rng = item_rng()
-        points = scale_and_translate(np.asarray(points, dtype=np.float32), rng)
-        points = points[rng.permutation(points.shape[0])]  # (N, 3) in a random order
+        points, _ = scale_translate_shuffle(np.asarray(points, dtype=np.float32), item_rng())  # (N, 3)
         return torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)), label

@@ -35,6 +35,7 @@ __all__ = [
     "jitter_pointcloud",
     "random_input_dropout",
     "scale_and_translate",
+    "scale_translate_shuffle",
     "crosspoint_point_transform",
     "Resize",
     "ColorJitter",
@@ -169,6 +170,15 @@ def scale_and_translate(points: np.ndarray, rng: np.random.Generator, scale_low:
     scale = rng.uniform(scale_low, scale_high, size=3)
     shift = rng.uniform(-shift_range, shift_range, size=3)
     return (points * scale + shift).astype(points.dtype, copy=False)
+
+
+def scale_translate_shuffle(points: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The DGCNN paper's training augmentation: :func:`scale_and_translate`, then the points in a random
+    order. Returns ``(points (N, 3) in the new order, perm (N,))``, so per-point labels can follow
+    (``labels[perm]``)."""
+    points = scale_and_translate(points, rng)
+    perm = rng.permutation(points.shape[0])  # (N,)
+    return points[perm], perm
 
 
 class _Partial:
