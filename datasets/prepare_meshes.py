@@ -74,7 +74,6 @@ import os
 import shutil
 import sys
 import time
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -88,7 +87,7 @@ from datasets.meshes import (COMPANION_EXTENSIONS, MESH_EXTENSIONS, UP_AXES, loa
                              normalize_mesh, sample_surface, unit_sphere)
 from datasets.parallel import Runner
 from datasets.render import IMAGE_SIZE
-from datasets.synthetic import write_split_files
+from datasets.synthetic import text_key, write_split_files
 from datasets.synthetic_shapes import face_normals
 from util.fileio import atomic_write_text, pid_alive, read_json
 
@@ -238,13 +237,9 @@ def _digest(path: Path) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def _key(text: str) -> int:
-    return zlib.crc32(text.encode("utf-8"))
-
-
 def object_rng(seed: int, cls: str, name: str) -> np.random.Generator:
     """The generator of one object: depends only on (seed, class, object name)."""
-    return np.random.default_rng([int(seed), _key("prepare_meshes"), _key(cls), _key(name)])
+    return np.random.default_rng([int(seed), text_key("prepare_meshes"), text_key(cls), text_key(name)])
 
 
 def render_views(mesh, rng: np.random.Generator, n_views: int, out_dir: Path,
@@ -276,27 +271,27 @@ def _remove(path: Path) -> None:
 def _prepare_object(task: dict) -> dict:
     """Writes one object's PLY, renders and completion mark; returns ``{"status": "ok"}`` or
     ``{"status": "skipped", "reason": ...}`` for a file that cannot be used."""
-    root, src = Path(task["root"]), Source(**task["source"])
+    root, src, settings = Path(task["root"]), Source(**task["source"]), task["settings"]
     paths = _paths(root, src.cls, src.name)
     for p in (paths["mark"], paths["ply"], paths["render"]):  # leftovers of an unfinished run
         _remove(p)
     try:
-        mesh = normalize_mesh(load_mesh(src.path, up_axis=task["up_axis"]))
+        mesh = normalize_mesh(load_mesh(src.path, up_axis=settings["up_axis"]))
     except DatasetError as e:
         return {"status": "skipped", "reason": getattr(e, "reason", str(e))}
-    rng = object_rng(task["seed"], src.cls, src.name)
-    points = sample_surface(mesh, task["num_points"], rng)  # (P, 3) float32
+    rng = object_rng(settings["seed"], src.cls, src.name)
+    points = sample_surface(mesh, settings["num_points"], rng)  # (P, 3) float32
     tag = f"{os.getpid()}{TMP_SUFFIX}"
     tmp_render = paths["render"].with_name(f".{src.name}.{tag}")
     _remove(tmp_render)
     (tmp_render / "rendering").mkdir(parents=True)
-    render_views(mesh, rng, task["views"], tmp_render / "rendering")
+    render_views(mesh, rng, settings["views"], tmp_render / "rendering")
     os.replace(tmp_render, paths["render"])
     tmp_ply = paths["ply"].with_name(f".{src.name}.ply.{tag}")
     write_ply(tmp_ply, points)
     os.replace(tmp_ply, paths["ply"])
     mark = {"source": src.rel, "sha256": task["sha256"], "class": src.cls, "object": src.name,
-            "split": src.split, "settings": task["settings"]}
+            "split": src.split, "settings": settings}
     atomic_write_text(paths["mark"], json.dumps(mark, indent=1, sort_keys=True) + "\n")
     return {"status": "ok"}
 
@@ -317,7 +312,7 @@ def split_objects(names_by_class: dict[str, list[str]], seed: int,
         names = sorted(names)
         n = len(names)
         n_test = min(n - 1, max(1, int(math.floor(test_fraction * n + 0.5)))) if n >= 2 else 0
-        order = np.random.default_rng([int(seed), _key("split"), _key(cls)]).permutation(n)
+        order = np.random.default_rng([int(seed), text_key("split"), text_key(cls)]).permutation(n)
         test = {names[i] for i in order[:n_test]}
         out.update({(cls, nm): ("test" if nm in test else "train") for nm in names})
     return out
@@ -534,9 +529,8 @@ def prepare(input_dir: str | os.PathLike, output_root: str | os.PathLike, num_po
         todo = [s for s in sources if not _is_done(root, s, digests[s], settings)]
         # Anything that was complete is either current or removed now: no stale marker stays.
         (root / MARKER).unlink(missing_ok=True)
-        tasks = [{"root": str(root), "source": asdict(s), "sha256": digests[s], "settings": settings,
-                  "up_axis": up_axis, "seed": int(seed), "num_points": int(num_points),
-                  "views": int(views)} for s in todo]
+        tasks = [{"root": str(root), "source": asdict(s), "sha256": digests[s], "settings": settings}
+                 for s in todo]
         with Runner(workers, progress, "prepare_meshes") as runner:
             results = dict(zip(todo, runner.map(_prepare_object, tasks, "prepare_meshes", leave=True)))
 

@@ -152,13 +152,14 @@ PRESETS = {
 # ----------------------------------------------------------------------------------------------
 
 
-def _key(name: str) -> int:
-    return zlib.crc32(name.encode("utf-8"))
+def text_key(text: str) -> int:
+    """A stable integer of a name (crc32 of its UTF-8), for seeding generators by name."""
+    return zlib.crc32(text.encode("utf-8"))
 
 
 def object_rng(seed: int, dataset: str, cls: str, split: str, index: int) -> np.random.Generator:
     """The generator of one object: depends only on (seed, dataset, class, split, index)."""
-    return np.random.default_rng([int(seed), _key(dataset), _key(cls), _key(split), int(index)])
+    return np.random.default_rng([int(seed), text_key(dataset), text_key(cls), text_key(split), int(index)])
 
 
 def _object_id(seed: int, cls: str, index: int) -> str:
@@ -408,7 +409,7 @@ def _chunks(items: list, size: int) -> list[list]:
 
 def _order(seed: int, dataset: str, split: str, n: int) -> np.ndarray:
     """The shuffled order of a split's objects in its h5 files (the published files are shuffled)."""
-    return np.random.default_rng([int(seed), _key(dataset), _key(split), _key("order")]).permutation(n)
+    return np.random.default_rng([int(seed), text_key(dataset), text_key(split), text_key("order")]).permutation(n)
 
 
 def _gen_shapenet_render(tmp: Path, cfg: Preset, seed: int, runner: Runner) -> dict:
