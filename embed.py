@@ -28,14 +28,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
-from datasets.io import DatasetError
-from datasets.meshes import UP_AXES, MeshError, encoder_clouds, find_inputs
+from datasets.meshes import UP_AXES, read_encoder_clouds
 from models import build_point_encoder
 from util.encoders import load_point_encoder
-from util.evaluation import extract_features
+from util.frozen_eval import embed_clouds
 from util.fileio import InputFileError, atomic_write
 from util.training import resolve_device
 
@@ -66,41 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def read_inputs(paths: Sequence[str], num_points: int, seed: int, up_axis: str,
-                progress: bool) -> tuple[list[tuple[str, np.ndarray, str]], list[tuple[str, str]]]:
-    """(clouds [(name, points (n, 3), how)], skipped [(file, reason)]) of every supported file under ``paths``."""
-    from tqdm import tqdm
-
-    unsupported: list[Path] = []
-    files = find_inputs(paths, unsupported)
-    clouds, skipped = [], [(str(f), "unsupported extension") for f in unsupported]
-    for f in tqdm(files, desc="reading", disable=not progress, leave=False):
-        try:
-            clouds.extend(encoder_clouds(f, num_points, seed, up_axis))
-        except DatasetError as err:  # MeshError and every other reading error name the file
-            reason = err.reason if isinstance(err, MeshError) else str(err)
-            skipped.append((str(f), reason))
-            print(f"skipped {f}: {reason}", file=sys.stderr, flush=True)
-    return clouds, skipped
-
-
-def embed(model: torch.nn.Module, clouds: list[tuple[str, np.ndarray, str]], device: torch.device,
-          batch_size: int, progress: bool) -> np.ndarray:
-    """(M, D) float32 features of ``clouds`` in their order; clouds of equal size share batches."""
-    feats = np.zeros((len(clouds), 0), dtype=np.float32)
-    by_size: dict[int, list[int]] = {}
-    for i, (_, points, _) in enumerate(clouds):
-        by_size.setdefault(len(points), []).append(i)
-    for size, rows in sorted(by_size.items()):
-        items = [(torch.from_numpy(clouds[i][1]), i) for i in rows]  # (points (size, 3), row)
-        f, order = extract_features(model, DataLoader(items, batch_size=batch_size), device, progress=progress,
-                                    desc=f"{size} points")
-        if feats.shape[1] == 0:
-            feats = np.zeros((len(clouds), f.shape[1]), dtype=np.float32)
-        feats[order] = f
-    return feats
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     if args.num_points < 1 or args.batch_size < 1:
@@ -109,14 +71,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     device = resolve_device(args.device)
     encoder = load_point_encoder(args.model_path, build_point_encoder, model=args.model, k=args.k,
                                  emb_dims=args.emb_dims, device=device, seed=args.seed)
-    clouds, skipped = read_inputs(args.input, args.num_points, args.seed, args.up_axis, not args.no_progress)
+    clouds, skipped = read_encoder_clouds(args.input, args.num_points, args.seed, args.up_axis,
+                                          not args.no_progress)
     if not clouds:
         raise SystemExit(f"{PROG}: nothing to embed: every input was skipped ({len(skipped)} file(s), reasons above).")
     too_small = [name for name, points, _ in clouds if len(points) < encoder.model_args.get("k", 1)]
     if too_small:
         raise SystemExit(f"{PROG}: {too_small[0]} has fewer points than k={encoder.model_args['k']}; DGCNN needs at "
                          f"least k points ({len(too_small)} such cloud(s)).")
-    feats = embed(encoder.model, clouds, device, args.batch_size, not args.no_progress)
+    feats = embed_clouds(encoder.model, clouds, device, args.batch_size, not args.no_progress)
     settings = {**encoder.info(), "num_points": args.num_points, "seed": args.seed, "up_axis": args.up_axis,
                 "feature": "global feature before inv_head, eval mode", "skipped": skipped,
                 "inputs": [str(p) for p in args.input]}

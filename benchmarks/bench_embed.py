@@ -5,13 +5,11 @@ Usage (from the repository root):
     .venv/bin/python -m benchmarks.bench_embed --threads 1 --rounds 5 --copies 4
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.bench_embed   # on a machine other jobs share
 
-What embed.py runs, through the same library functions (it is an entry script; nothing is copied
-from it): the inputs are found with ``datasets.meshes.find_inputs`` and read + preprocessed with
-``datasets.meshes.encoder_clouds`` (what ``embed.read_inputs`` calls per file); the encoder is loaded
-with ``util.encoders.load_point_encoder`` from a randomly initialised ``DGCNN(k=20, emb_dims=1024)``
-saved to a temporary .pth; the features come from ``util.evaluation.extract_features`` over a
-DataLoader of ``--batch_size`` clouds (what ``embed.embed`` runs for clouds of one size; every cloud
-here has ``--num_points`` points). Random weights cost the same time as trained ones.
+What embed.py runs, through the library functions it calls: the inputs are found, read and
+preprocessed with ``datasets.meshes.read_encoder_clouds``; the encoder is loaded with
+``util.encoders.load_point_encoder`` from a randomly initialised ``DGCNN(k=20, emb_dims=1024)`` saved to
+a temporary .pth; the features come from ``util.frozen_eval.embed_clouds`` in batches of
+``--batch_size`` clouds. Random weights cost the same time as trained ones.
 
 Inputs:
 - ``h5``: a published-layout HDF5 file (default: the synthetic ``small`` ModelNet40 test file,
@@ -45,37 +43,35 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from benchmarks.bench_prepare_meshes import build_input
 from benchmarks.run import REPO, RESULTS_DIR, print_table, run_and_save
-from datasets.meshes import encoder_clouds, find_inputs
+from datasets.meshes import find_inputs, read_encoder_clouds
 from models import build_point_encoder
 from util.encoders import LoadedEncoder, load_point_encoder
-from util.evaluation import extract_features
+from util.frozen_eval import embed_clouds
 
 DEFAULT_H5 = REPO / "data" / "synthetic_small" / "modelnet40_ply_hdf5_2048" / "ply_data_test0.h5"
 MODEL = {"model": "dgcnn", "k": 20, "emb_dims": 1024}
 
 
-Cloud = tuple[str, np.ndarray, str]  # (name, points (num_points, 3) float32, preprocessing)
+def read_clouds(inputs: list[Path], num_points: int) -> list[tuple[str, np.ndarray, str]]:
+    """Every cloud of the files under ``inputs``, read and preprocessed as embed.py does (seed 0)."""
+    clouds, skipped = read_encoder_clouds(inputs, num_points)
+    if skipped:
+        raise RuntimeError(f"benchmark inputs were skipped: {skipped}")
+    return clouds
 
 
-def read_clouds(inputs: list[Path], num_points: int, seed: int = 0) -> list[Cloud]:
-    """Every cloud of the files under ``inputs``, as embed.py reads them."""
-    return [c for f in find_inputs(inputs) for c in encoder_clouds(f, num_points, seed)]
-
-
-def forward(model: torch.nn.Module, clouds: list[Cloud], batch_size: int) -> np.ndarray:
-    """(M, D) float32 features of ``clouds``, in batches of ``batch_size`` on the CPU."""
-    items = [(torch.from_numpy(points), i) for i, (_, points, _) in enumerate(clouds)]
-    feats, _ = extract_features(model, DataLoader(items, batch_size=batch_size), "cpu", progress=False)
-    return feats
+def forward(model: torch.nn.Module, clouds: list[tuple[str, np.ndarray, str]], batch_size: int) -> np.ndarray:
+    """(M, D) float32 features of ``clouds``, in batches of ``batch_size`` on the CPU, as embed.py computes them."""
+    return embed_clouds(model, clouds, "cpu", batch_size)
 
 
 def time_input(name: str, inputs: list[Path], encoder: LoadedEncoder, args: argparse.Namespace) -> dict:
     """Medians over ``args.rounds`` of reading + preprocessing and of the forward passes."""
     model = encoder.model
+    files = len(find_inputs(inputs))
     clouds = read_clouds(inputs, args.num_points)
     forward(model, clouds[:args.batch_size], args.batch_size)  # warm-up
     reads, forwards = [], []
@@ -92,7 +88,7 @@ def time_input(name: str, inputs: list[Path], encoder: LoadedEncoder, args: argp
     n = len(clouds)
     read_s, forward_s = statistics.median(reads), statistics.median(forwards)
     total = statistics.median(r + f for r, f in zip(reads, forwards))
-    return {"input": name, "files": len(find_inputs(inputs)), "clouds": n, "read_s": read_s,
+    return {"input": name, "files": files, "clouds": n, "read_s": read_s,
             "forward_s": forward_s, "end_to_end_s": total, "clouds_per_s_end_to_end": n / total,
             "clouds_per_s_forward": n / forward_s, "ms_per_cloud_read": 1000 * read_s / n,
             "read_s_all": reads, "forward_s_all": forwards}

@@ -39,6 +39,7 @@ import hashlib
 import logging
 import os
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -53,7 +54,7 @@ __all__ = [
     "MeshError", "MESH_EXTENSIONS", "POINT_EXTENSIONS", "COMPANION_EXTENSIONS", "UP_AXES",
     "load_mesh", "normalize_mesh", "sample_surface", "unit_sphere", "z_up_to_y_up",
     "ply_face_count", "input_kind", "read_point_file", "find_inputs", "UnsupportedFilesWarning",
-    "encoder_clouds", "file_rng",
+    "encoder_clouds", "read_encoder_clouds", "file_rng",
 ]
 
 MESH_EXTENSIONS = (".glb", ".gltf", ".obj", ".off", ".ply", ".stl")
@@ -768,3 +769,27 @@ def encoder_clouds(path: str | os.PathLike, num_points: int, seed: int = 0,
             cloud = cloud[np.sort(rng.choice(n, size=num_points, replace=False))]  # (num_points, 3)
         out.append((name, unit_sphere(cloud), f"{min(n, num_points)} of {n} points, unit sphere"))
     return out
+
+
+def read_encoder_clouds(paths: Iterable[str | os.PathLike], num_points: int, seed: int = 0, up_axis: str = "y",
+                        progress: bool = False) -> tuple[list[tuple[str, np.ndarray, str]], list[tuple[str, str]]]:
+    """:func:`encoder_clouds` of every supported file under ``paths`` (files or folders, see :func:`find_inputs`).
+
+    Returns:
+        (clouds ``[(name, points (n, 3) float32, how)]`` in file order, skipped ``[(file, reason)]``): a file
+        with an unsupported extension, or one that cannot be read (reported on stderr with the reason), is
+        skipped and the others are read.
+    """
+    from tqdm import tqdm
+
+    unsupported: list[Path] = []
+    files = find_inputs(paths, unsupported)
+    clouds, skipped = [], [(str(f), "unsupported extension") for f in unsupported]
+    for f in tqdm(files, desc="reading", disable=not progress, leave=False):
+        try:
+            clouds.extend(encoder_clouds(f, num_points, seed, up_axis))
+        except DatasetError as err:  # MeshError and every other reading error name the file
+            reason = err.reason if isinstance(err, MeshError) else str(err)
+            skipped.append((str(f), reason))
+            print(f"skipped {f}: {reason}", file=sys.stderr, flush=True)
+    return clouds, skipped

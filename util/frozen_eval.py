@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from util.encoders import RANDOM_INIT, LoadedEncoder
 from util.evaluation import cross_validate_C, extract_features, linear_svm
@@ -34,7 +34,7 @@ from util.fileio import atomic_write, atomic_write_text
 from util.training import eval_loader
 
 __all__ = ["CACHE_VERSION", "C_SELECT", "DEFAULT_C_GRID", "ExtractOptions", "add_eval_arguments", "default_output",
-           "evaluate_svm", "feature_cache_key", "load_features", "result_header", "summary_table", "svm_label",
+           "embed_clouds", "evaluate_svm", "feature_cache_key", "load_features", "result_header", "summary_table", "svm_label",
            "svm_on_dataset", "svm_result_fields", "SVMConfig", "write_result", "write_tsne"]
 
 CACHE_VERSION = 2  # 2: entries store the number of points fed to the encoder
@@ -317,3 +317,21 @@ def add_eval_arguments(p: argparse.ArgumentParser, datasets: Sequence[str], vari
     p.add_argument("--plot", action="store_true",
                    help="also write a t-SNE PNG of the evaluated features (SVM: the test split)")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
+
+
+def embed_clouds(model: torch.nn.Module, clouds: Sequence[tuple[str, np.ndarray, Any]], device: torch.device | str,
+                 batch_size: int, progress: bool = False) -> np.ndarray:
+    """(M, D) float32 frozen features (:func:`util.evaluation.extract_features`) of ``clouds``
+    ``[(name, points (n, 3) float32, ...)]`` in their order; clouds of equal size share batches."""
+    feats = np.zeros((len(clouds), 0), dtype=np.float32)
+    by_size: dict[int, list[int]] = {}
+    for i, (_, points, _) in enumerate(clouds):
+        by_size.setdefault(len(points), []).append(i)
+    for size, rows in sorted(by_size.items()):
+        items = [(torch.from_numpy(clouds[i][1]), i) for i in rows]  # (points (size, 3), row)
+        f, order = extract_features(model, DataLoader(items, batch_size=batch_size), device, progress=progress,
+                                    desc=f"{size} points")
+        if feats.shape[1] == 0:
+            feats = np.zeros((len(clouds), f.shape[1]), dtype=np.float32)
+        feats[order] = f
+    return feats
