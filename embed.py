@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -33,7 +32,7 @@ from datasets.meshes import UP_AXES, read_encoder_clouds
 from models import build_point_encoder
 from util.encoders import load_point_encoder
 from util.frozen_eval import embed_clouds
-from util.fileio import InputFileError, atomic_write
+from util.fileio import atomic_write, user_errors
 from util.training import resolve_device
 
 PROG = "embed.py"
@@ -94,7 +93,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
+    with user_errors(PROG):  # bad checkpoint or data: the message, no traceback
         main()
-    except (InputFileError, FileNotFoundError) as error:
-        sys.exit(f"{PROG}: error: {error}")

@@ -15,7 +15,6 @@ the standard error of the mean over ``--n_runs`` episodes; deterministic for ``-
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,7 +24,7 @@ from datasets.synthetic import data_kind
 from models import build_point_encoder
 from util.encoders import load_point_encoder
 from util.evaluation import few_shot
-from util.fileio import InputFileError
+from util.fileio import user_errors
 from util.frozen_eval import (ExtractOptions, add_eval_arguments, default_output, load_features, result_header,
                               write_result, write_tsne)
 from util.presets import FEWSHOT, add_preset_argument, parse_with_preset
@@ -100,7 +99,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
+    with user_errors(PROG):  # bad checkpoint or data: the message, no traceback
         main()
-    except (InputFileError, FileNotFoundError) as error:  # bad checkpoint or data: the message, no traceback
-        sys.exit(f"{PROG}: error: {error}")

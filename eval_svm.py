@@ -15,7 +15,6 @@ test set, labelled so).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,7 +24,7 @@ from datasets.synthetic import data_kind
 from models import build_point_encoder
 from util.encoders import load_point_encoder
 from util.evaluation import SVM_SOLVERS
-from util.fileio import InputFileError
+from util.fileio import user_errors
 from util.frozen_eval import (C_SELECT, DEFAULT_C_GRID, ExtractOptions, SVMConfig, add_eval_arguments,
                               default_output, result_header, svm_on_dataset, svm_result_fields, write_result,
                               write_tsne)
@@ -94,7 +93,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
+    with user_errors(PROG):  # bad checkpoint or data: the message, no traceback
         main()
-    except (InputFileError, FileNotFoundError) as error:  # bad checkpoint or data: the message, no traceback
-        sys.exit(f"{PROG}: error: {error}")

@@ -41,13 +41,14 @@ import torch  # noqa: E402
 from datasets.classification import ClassificationData  # noqa: E402
 from datasets.synthetic import data_kind, generate  # noqa: E402
 from models import build_point_encoder  # noqa: E402
+from util.checkpoint import torch_load_checked  # noqa: E402
 from util.encoders import RANDOM_INIT, load_point_encoder  # noqa: E402
 from util.evaluation import few_shot  # noqa: E402
 from util.fileio import atomic_write_text  # noqa: E402
 from util.frozen_eval import ExtractOptions, SVMConfig, load_features, svm_on_dataset, write_tsne  # noqa: E402
 from util.presets import (FEWSHOT, PRETRAIN_K, PUBLISHED_EMB_DIMS, SVM_C, SVM_POINTS, setting)  # noqa: E402
 from util.stats import paired_difference, summarize  # noqa: E402
-from util.training import resolve_device  # noqa: E402
+from util.training import TRAINING_STATE_NAME, resolve_device  # noqa: E402
 
 ARMS = {"crosspoint": "CrossPoint (IMID + CMID)", "imid_only": "IMID only", "random": "Random init (no training)"}
 SVM_DATASETS = ("modelnet40", "scanobjectnn")
@@ -129,7 +130,7 @@ def run_script(args: argparse.Namespace, script: str, run_dir: Path, flags: list
     over one that does not (a run killed before its first checkpoint)."""
     cmd = [sys.executable, str(REPO_ROOT / script), "--preset", args.preset, "--output_dir", str(run_dir.parent),
            "--exp_name", run_dir.name, "--device", args.device, "--amp", args.amp, "--print_freq", "100000", *flags]
-    if (run_dir / "checkpoints" / "training_state_last.pt").is_file():
+    if (run_dir / "checkpoints" / TRAINING_STATE_NAME).is_file():
         cmd += ["--resume", str(run_dir)]
     elif run_dir.exists():
         cmd.append("--overwrite")
@@ -150,7 +151,7 @@ def pretrain(args: argparse.Namespace, arm: str, seed: int, seed_dir: Path, data
     if args.epochs is not None:
         flags += ["--epochs", str(args.epochs)]
     run_script(args, "train_crossmodal.py", run_dir, flags)
-    state = torch.load(run_dir / "checkpoints" / "training_state_last.pt", weights_only=True)
+    state = torch_load_checked(run_dir / "checkpoints" / TRAINING_STATE_NAME, "a training state")
     history = state["extra"]["history"]
     return {"weights": str(run_dir / "checkpoints" / "point_encoder_best.pth"),
             "best_epoch": state["extra"]["best_epoch"], "best_probe_val_accuracy": state["extra"]["best_metric"],
@@ -354,7 +355,8 @@ def ablation_markdown(report: dict[str, Any]) -> str:
                          f"{_diff(diffs.get('crosspoint - imid_only'))} | {_diff(diffs.get('crosspoint - random'))} |")
     cls = [n for n in report["metrics"] if n.startswith("cls_")]
     if cls:
-        lines += ["", "| classification fine-tuning | from CrossPoint | from random init | difference |", "|---|---|---|---|"]
+        lines += ["", "| classification fine-tuning | from CrossPoint | from random init | difference |",
+                  "|---|---|---|---|"]
         for name in cls:
             entry = report["metrics"][name]
             lines.append(f"| {metric_label(name, fs)} | {_pm(entry['arms']['crosspoint'])} | "

@@ -14,8 +14,8 @@ from torch import nn
 
 from util.fileio import InputFileError
 
-__all__ = ["extract_features", "class_accuracies", "linear_svm", "cross_validate_C", "few_shot", "sample_episode", "FewShotDataError",
-           "SVM_SOLVERS"]
+__all__ = ["extract_features", "class_accuracies", "linear_svm", "cross_validate_C", "few_shot", "sample_episode",
+           "FewShotDataError", "SVM_SOLVERS"]
 
 SVM_SOLVERS = ("svc", "svc_precomputed")
 

@@ -14,16 +14,17 @@ folder still run?) and :func:`read_json` (a state or marker file that may be abs
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["InputFileError", "DiskFullError", "atomic_write", "atomic_write_bytes", "atomic_write_text", "remove_stale_tmp_files",
-           "TMP_SUFFIX", "pid_alive", "read_json"]
+__all__ = ["InputFileError", "DiskFullError", "atomic_write", "atomic_write_bytes", "atomic_write_text",
+           "remove_stale_tmp_files", "TMP_SUFFIX", "pid_alive", "read_json", "user_errors"]
 
 TMP_SUFFIX = ".tmp"
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
@@ -35,6 +36,16 @@ class InputFileError(ValueError):
     The message names the file and what is wrong; command-line scripts print it without a traceback.
     ``datasets.io.DatasetError`` and ``util.checkpoint.CheckpointError`` derive from it.
     """
+
+
+@contextlib.contextmanager
+def user_errors(prog: str) -> Iterator[None]:
+    """Turn an error caused by the user's files (a bad checkpoint, dataset or path) into one message line:
+    ``SystemExit("<prog>: error: <message>")``, no traceback."""
+    try:
+        yield
+    except (InputFileError, FileNotFoundError, NotADirectoryError) as err:
+        raise SystemExit(f"{prog}: error: {err}") from err
 
 
 class DiskFullError(OSError):

@@ -34,8 +34,8 @@ from util.fileio import atomic_write, atomic_write_text
 from util.training import eval_loader
 
 __all__ = ["CACHE_VERSION", "C_SELECT", "DEFAULT_C_GRID", "ExtractOptions", "add_eval_arguments", "default_output",
-           "embed_clouds", "evaluate_svm", "feature_cache_key", "load_features", "result_header", "summary_table", "svm_label",
-           "svm_on_dataset", "svm_result_fields", "SVMConfig", "write_result", "write_tsne"]
+           "embed_clouds", "evaluate_svm", "feature_cache_key", "load_features", "result_header", "summary_table",
+           "svm_label", "svm_on_dataset", "svm_result_fields", "SVMConfig", "write_result", "write_tsne"]
 
 CACHE_VERSION = 2  # 2: entries store the number of points fed to the encoder
 C_SELECT = ("fixed", "test", "cv")

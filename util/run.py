@@ -52,9 +52,10 @@ from torch.utils.data.distributed import DistributedSampler
 
 from util import distributed
 from util.checkpoint import CheckpointError, WeightsMeta, save_weights
-from util.fileio import DiskFullError, InputFileError, atomic_write_text, remove_stale_tmp_files
+from util.fileio import DiskFullError, atomic_write_text, remove_stale_tmp_files, user_errors
 from util.logger import LOG_FILES, Logger
 from util.training import (
+    TRAINING_STATE_NAME,
     NonFiniteLossError,
     get_rng_state,
     load_training_state,
@@ -67,10 +68,10 @@ from util.training import (
     train_one_epoch,
 )
 
-__all__ = ["STATE_FILE", "Run", "add_run_arguments", "check_args", "check_batch", "check_points_for_k",
-           "resolve_resume_path", "run_training", "user_errors", "AT_LEAST_0", "AT_LEAST_1", "POSITIVE", "NON_NEGATIVE", "FRACTION", "PROBABILITY"]
+__all__ = ["Run", "add_run_arguments", "check_args", "check_batch", "check_points_for_k",
+           "resolve_resume_path", "run_training", "AT_LEAST_0", "AT_LEAST_1", "POSITIVE",
+           "NON_NEGATIVE", "FRACTION", "PROBABILITY"]
 
-STATE_FILE = "training_state_last.pt"
 
 # Settings that may change between a run and its resumption without a warning.
 _RESUME_FREE = {"resume", "overwrite", "exp_name", "output_dir", "stop_after", "no_progress", "num_workers", "wandb",
@@ -96,7 +97,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, default_name: str, dat
     g.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels (torch.use_deterministic_algorithms, cuDNN deterministic)")
     g.add_argument("--resume", type=str, default=None,
-                   help=f"run directory or {STATE_FILE} to continue (at the epoch after the last finished one)")
+                   help=f"run directory or {TRAINING_STATE_NAME} to continue (at the epoch after the last "
+                        "finished one)")
     g.add_argument("--overwrite", action="store_true",
                    help="delete an existing run of the same name and start over (without it, a non-empty run "
                         "directory is never overwritten)")
@@ -162,27 +164,18 @@ def check_points_for_k(prog: str, num_points: int | None, k: int | None) -> None
                          "points per cloud.")
 
 
-@contextlib.contextmanager
-def user_errors(prog: str) -> Iterator[None]:
-    """Turn an error caused by the user's files (a bad checkpoint, dataset or path) into one message line."""
-    try:
-        yield
-    except (InputFileError, FileNotFoundError, NotADirectoryError) as err:
-        raise SystemExit(f"{prog}: error: {err}") from err
-
-
 def resolve_resume_path(path: str | os.PathLike, prog: str) -> Path:
     """A run directory, its checkpoints/ folder or the state file itself -> the training-state file.
 
     Raises SystemExit with a message naming every place looked at when none holds the state file.
     """
     p = Path(path)
-    candidates = (p, p / STATE_FILE, p / "checkpoints" / STATE_FILE)
+    candidates = (p, p / TRAINING_STATE_NAME, p / "checkpoints" / TRAINING_STATE_NAME)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     raise SystemExit(
-        f"{prog}: --resume {path}: no {STATE_FILE} found (looked at {', '.join(map(str, candidates))}). "
+        f"{prog}: --resume {path}: no {TRAINING_STATE_NAME} found (looked at {', '.join(map(str, candidates))}). "
         "Pass the run directory of a previous run of the same script."
     )
 
@@ -475,7 +468,7 @@ class Run:
                 for tag in tags:
                     save_weights(state, self.ckpt_dir / f"{name}_{tag}.pth", meta)
             save_training_state(
-                self.ckpt_dir / STATE_FILE, models=self.models, optimizer=self.optimizer, epoch=epoch,
+                self.ckpt_dir / TRAINING_STATE_NAME, models=self.models, optimizer=self.optimizer, epoch=epoch,
                 scheduler=self.scheduler, scaler=self.scaler, config=self.config,
                 rng=rng_states if self.info.world_size > 1 else rng_states[0],
                 extra={"best_metric": self.best_metric, "best_epoch": self.best_epoch, "history": self.history,
@@ -489,13 +482,13 @@ class Run:
         try:
             yield
         except NonFiniteLossError as err:
-            last_good = self.ckpt_dir / STATE_FILE
+            last_good = self.ckpt_dir / TRAINING_STATE_NAME
             where = (f"The last good checkpoint is {last_good} (epoch {self.history[-1]['epoch']}); resume from "
                      f"it with --resume {self.run_dir} after fixing the cause." if self.history and last_good.is_file()
                      else "No checkpoint had been written yet.")
             self._fail(f"ERROR: training stopped: {err}\nNo weights were written for the failing epoch. {where}", err)
         except DiskFullError as err:
-            state = self.ckpt_dir / STATE_FILE
+            state = self.ckpt_dir / TRAINING_STATE_NAME
             kept = (f"The last complete training state, {state}, is intact; continue with --resume {self.run_dir} "
                     "once there is space." if state.is_file() else "No training state had been written yet.")
             self._fail(f"ERROR: training stopped: {err}\n{kept}", err)
