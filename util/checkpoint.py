@@ -257,11 +257,6 @@ class ResolvedSettings:
     sources: dict[str, str] = field(default_factory=dict)
     conflicts: list[tuple[str, Any, Any]] = field(default_factory=list)
 
-    def describe(self, names: Iterable[str] | None = None) -> str:
-        """'k=15 (from checkpoint meta), emb_dims=1024 (from state-dict shapes)'."""
-        names = self.values if names is None else names
-        return ", ".join(f"{name}={self.values[name]} (from {self.sources[name]})" for name in names)
-
 
 def resolve_settings(
     names: Iterable[str],

@@ -25,8 +25,8 @@ from util.meta import SHAPENET_PART_NUM_PARTS as NUM_PARTS
 from util.metrics import restrict_logits, segmentation_metrics
 from util.training import autocast_context
 
-__all__ = ["METRIC_NOTE", "PartSegEvaluator", "PartSegStep", "category_one_hot", "describe_metrics", "flat_metrics",
-           "plot_examples"]
+__all__ = ["METRIC_NOTE", "PartSegEvaluator", "PartSegStep", "category_one_hot", "model_input", "describe_metrics",
+           "flat_metrics", "plot_examples"]
 
 METRIC_NOTE = ("restricted: argmax over the parts of each shape's category (headline numbers); "
                "unrestricted: argmax over all head outputs, as the original evaluation; class_miou is the mean "
@@ -38,6 +38,14 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def category_one_hot(category: torch.Tensor, num_categories: int, dtype: torch.dtype) -> torch.Tensor:
     """(B,) int category ids -> (B, num_categories) one-hot of ``dtype``."""
     return F.one_hot(category.long(), num_categories).to(dtype)  # (B, num_categories)
+
+
+def model_input(points: torch.Tensor, category: torch.Tensor, device: torch.device,
+                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader batch's ``points (B, N, 3)`` and ``category (B,)`` -> the part-seg network's inputs on ``device``:
+    ``x (B, 3, N)`` of ``dtype`` and the category one-hot ``(B, 16)``."""
+    x = points.to(device, dtype=dtype, non_blocking=True).transpose(1, 2).contiguous()  # (B, 3, N)
+    return x, category_one_hot(category.to(device), NUM_CATEGORIES, dtype)  # (B, 16)
 
 
 class PartSegStep:
@@ -61,8 +69,7 @@ class PartSegStep:
 
     def __call__(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         points, category, part_ids = batch  # (B, N, 3), (B,), (B, N)
-        x = points.to(self.device, dtype=self.dtype, non_blocking=True).transpose(1, 2).contiguous()  # (B, 3, N)
-        one_hot = category_one_hot(category.to(self.device), NUM_CATEGORIES, x.dtype)  # (B, 16)
+        x, one_hot = model_input(points, category, self.device, self.dtype)  # (B, 3, N), (B, 16)
         target = part_ids.to(self.device, non_blocking=True) - self.seg_start_index  # (B, N)
         with autocast_context(self.device, self.amp):
             logits = self.model(x, one_hot)  # (B, P, N)
@@ -102,11 +109,11 @@ class PartSegEvaluator:
         loss_sum, count = 0.0, 0
         for points, category, part_ids in tqdm(loader, desc=desc, disable=not progress, leave=False,
                                                dynamic_ncols=True):
-            x = points.to(self.device, dtype=dtype).transpose(1, 2).contiguous()  # (B, 3, N)
+            x, one_hot = model_input(points, category, self.device, dtype)  # (B, 3, N), (B, 16)
             category = category.to(self.device)
             part_ids = part_ids.to(self.device)
             with autocast_context(self.device, self.amp):
-                logits = model(x, category_one_hot(category, NUM_CATEGORIES, x.dtype))  # (B, P, N)
+                logits = model(x, one_hot)  # (B, P, N)
             logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
             loss_sum += float(self.loss_fn(logits, part_ids - self.seg_start_index)) * x.shape[0]
             count += x.shape[0]
