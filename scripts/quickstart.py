@@ -158,6 +158,11 @@ def pretrain(args: argparse.Namespace, arm: str, seed: int, seed_dir: Path, data
             "first_loss": history[0]["loss"], "final_loss": history[-1]["loss"], "epochs": len(history)}
 
 
+def fewshot_settings(preset: str) -> dict[str, Any]:
+    """The few-shot settings (k_way, m_shot, n_query, n_runs, num_points) of ``preset``."""
+    return {k: setting("fewshot", preset, k, v) for k, v in FEWSHOT.items()}
+
+
 def evaluate_arm(args: argparse.Namespace, weights: str, seed: int, data_root: Path, kind: str,
                  plot_dir: Path | None) -> dict[str, Any]:
     """Linear SVM and few-shot (both protocols) on both data sets, with the eval scripts' preset settings."""
@@ -168,7 +173,7 @@ def evaluate_arm(args: argparse.Namespace, weights: str, seed: int, data_root: P
                        "emb_dims": setting("pretrain", args.preset, "emb_dims", PUBLISHED_EMB_DIMS)}
     encoder = load_point_encoder(weights, build_point_encoder, device=device, seed=seed, **random_args)
     opts = ExtractOptions(device, cache_dir=Path(args.runs_dir) / "feature_cache", progress=not args.no_progress)
-    fs = {k: setting("fewshot", args.preset, k, v) for k, v in FEWSHOT.items()}
+    fs = fewshot_settings(args.preset)
     out: dict[str, Any] = {}
     for name in SVM_DATASETS:
         data = ClassificationData(name, data_root, "obj_bg", setting("svm", args.preset, "num_points", SVM_POINTS))
@@ -431,14 +436,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "data": kind, "label": "SYNTHETIC data: not the paper's benchmarks" if kind == "synthetic" else "real data",
         "data_root": str(data_root), "data_seed": args.data_seed, "preset": args.preset, "device": args.device,
         "threads": args.threads, "seeds": args.seeds, "stages": args.stages,
-        "fewshot": {k: setting("fewshot", args.preset, k, v) for k, v in FEWSHOT.items()},
+        "fewshot": fewshot_settings(args.preset),
         "stage_seconds": clock.stages, "total_seconds": clock.total(),
         "determinants": determinants(args, data_root, kind)}
     if len(args.seeds) > 1:
         report.update(metrics=aggregate(seed_results), per_seed=seed_results)
         atomic_write_text(results_dir / "ablation.json", json.dumps(report, indent=2) + "\n")
-        atomic_write_text(results_dir / "ablation.md", ablation_markdown(report))
-        print("\n" + (results_dir / "ablation.md").read_text(), flush=True)
+        text = ablation_markdown(report)
+        atomic_write_text(results_dir / "ablation.md", text)
+        print("\n" + text, flush=True)
         return report
     only = seed_results[0]
     report.update(metrics={k: v for k, v in metrics_of(only).items() if k != "partseg_instance_miou"},
@@ -451,9 +457,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             report["tsne"][arm] = str(results_dir / f"quickstart_tsne_{arm}.png")
     report["total_seconds"] = clock.total()
     atomic_write_text(results_dir / "quickstart.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(results_dir / "quickstart.md",
-                      quickstart_markdown(report, committed_spread(results_dir, args.preset)))
-    print("\n" + (results_dir / "quickstart.md").read_text(), flush=True)
+    text = quickstart_markdown(report, committed_spread(results_dir, args.preset))
+    atomic_write_text(results_dir / "quickstart.md", text)
+    print("\n" + text, flush=True)
     return report
 
 

@@ -433,12 +433,13 @@ class Run:
             is_best = best_if_unmeasured
         else:
             is_best = metric >= self.best_metric if ties_replace else metric > self.best_metric
-        is_best = bool(distributed.broadcast_object(is_best))
+        best_metric, best_epoch = self.best_metric, self.best_epoch
         if is_best:
-            if metric is not None:
-                self.best_metric = float(metric)
-            self.best_epoch = epoch
-        self.best_metric, self.best_epoch = distributed.broadcast_object((self.best_metric, self.best_epoch))
+            best_metric = best_metric if metric is None else float(metric)
+            best_epoch = epoch
+        # The main rank decides (only it measures): one broadcast of the decision and its result.
+        is_best, self.best_metric, self.best_epoch = distributed.broadcast_object(
+            (bool(is_best), best_metric, best_epoch))
         return is_best
 
     def end_epoch(self, epoch: int, record: dict[str, Any], is_best: bool,
