@@ -43,8 +43,8 @@ from datasets.synthetic import data_kind
 from models import CLS_HEAD_PREFIXES, DGCNN_K, build_classifier
 from models.losses import smoothed_cross_entropy
 from util import distributed
-from util.checkpoint import (CheckpointError, WeightsMeta, find_weights_file, load_pretrained, load_state_dict_file,
-                             load_with_new_head, resolve_settings, summarize_keys)
+from util.checkpoint import (CheckpointError, WeightsMeta, find_weights_file, load_point_encoder_file, load_pretrained,
+                             load_state_dict_file, load_with_new_head, resolve_settings, summarize_keys)
 from util.classification import ClsEvaluator, ClsStep, describe
 from util.encoders import infer_point_encoder
 from util.fileio import atomic_write_text
@@ -132,10 +132,7 @@ def encoder_init(args: argparse.Namespace, is_main: bool) -> tuple[dict | None, 
     sd, meta, source = None, None, "scratch"
     if args.pretrained_path:
         path = find_weights_file(args.pretrained_path)
-        meta = WeightsMeta.read(path)
-        if meta is not None and meta.kind not in (None, "point_encoder"):
-            raise CheckpointError(f"{path}: its sidecar says kind={meta.kind!r}; pass a point-encoder checkpoint.")
-        sd, source = load_state_dict_file(path), str(path)
+        (sd, meta), source = load_point_encoder_file(path), str(path)
     shown = infer_point_encoder(sd) if sd is not None else {}
     settings = resolve_settings(("model", "emb_dims"), {"model": args.model}, meta, shown,
                                 {"model": ("dgcnn", "default"), "emb_dims": (PUBLISHED_EMB_DIMS, "default")})

@@ -230,6 +230,21 @@ def save_weights(
         sidecar.unlink()
 
 
+def load_point_encoder_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], WeightsMeta | None]:
+    """(state dict, sidecar or None) of a point-encoder weights file.
+
+    Raises CheckpointError naming the file when its sidecar says it holds something else (an image encoder,
+    a classifier, ...), and as :func:`load_state_dict_file` does.
+    """
+    meta = WeightsMeta.read(path)
+    if meta is not None and meta.kind not in (None, "point_encoder"):
+        raise CheckpointError(
+            f"{path}: its sidecar {WeightsMeta.path_for(path).name} says kind={meta.kind!r} (model "
+            f"{meta.model!r}), not a point encoder. Pass a point-encoder checkpoint, e.g. "
+            "<run>/checkpoints/point_encoder_best.pth or the published dgcnn_cls_best.pth")
+    return load_state_dict_file(path), meta
+
+
 def read_weights_meta(path: str | os.PathLike) -> dict | None:
     """The sidecar of weights file ``path`` in its flat dict form (see :class:`WeightsMeta`), or None."""
     meta = WeightsMeta.read(path)

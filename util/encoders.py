@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from util.checkpoint import CheckpointError, WeightsMeta, load_pretrained, load_state_dict_file, resolve_settings
+from util.checkpoint import CheckpointError, WeightsMeta, load_point_encoder_file, load_pretrained, resolve_settings
 from util.presets import PRETRAIN_K, PUBLISHED_EMB_DIMS
 
 __all__ = ["RANDOM_INIT", "LoadedEncoder", "load_point_encoder", "infer_point_encoder", "sha1_file"]
@@ -123,13 +123,7 @@ def load_point_encoder(
             raise FileNotFoundError(
                 f"{path}: no such checkpoint file. Pass a point-encoder .pth (e.g. dgcnn_cls_best.pth or "
                 f"<run>/checkpoints/point_encoder_best.pth) or --model_path {RANDOM_INIT}")
-        meta = WeightsMeta.read(path)
-        if meta is not None and meta.kind not in (None, "point_encoder"):
-            raise CheckpointError(
-                f"{path}: its sidecar {WeightsMeta.path_for(path).name} says kind={meta.kind!r} (model "
-                f"{meta.model!r}), not a point encoder. Pass a point-encoder checkpoint, e.g. "
-                "<run>/checkpoints/point_encoder_best.pth or the published dgcnn_cls_best.pth")
-        state_dict = load_state_dict_file(path)
+        state_dict, meta = load_point_encoder_file(path)
     settings = resolve_settings(
         ("model", "emb_dims", "k"), {"model": model, "emb_dims": emb_dims, "k": k}, meta,
         infer_point_encoder(state_dict) if state_dict is not None else {},
