@@ -213,22 +213,16 @@ def report(metrics: dict[str, Any], out: dict, test: Dataset, args: argparse.Nam
     return fields
 
 
-def evaluate_only(args: argparse.Namespace, info: distributed.DistInfo, device: torch.device) -> dict[str, Any]:
-    """--eval: evaluate --model_path on the test split (rank 0) and write results_eval.json."""
-    run_dir = Path(args.output_dir) / (args.exp_name or "dgcnn_cls_eval")
-    results: dict[str, Any] = {}
-    if info.is_main:
-        model, name, model_args = load_classifier(Path(args.model_path), args.k, args.dropout, args.edgeconv)
-        test = ClassificationData(args.dataset, args.data_root, args.variant, args.num_points).load("test")
-        loader = eval_loader(test, args.test_batch_size, device, args.num_workers)
-        with Logger(run_dir, wandb_mode=args.wandb, config=vars(args), project=args.wandb_project) as logger:
-            metrics, out = evaluator(args, device, test, model_args["num_classes"]).evaluate(
-                model.to(device), loader, progress=not args.no_progress, desc="test")
-            results = {"mode": "eval", "checkpoint": args.model_path, "model": name, "model_args": model_args,
-                       **report(metrics, out, test, args, run_dir / PLOT_FILE, f"{args.model_path}: test", logger)}
-        atomic_write_text(run_dir / "results_eval.json", json.dumps(results, indent=2) + "\n")
-    distributed.barrier()
-    return results
+def evaluate_only(args: argparse.Namespace, device: torch.device, run_dir: Path) -> dict[str, Any]:
+    """--eval: the results of --model_path on the test split (written by util.run to results_eval.json)."""
+    model, name, model_args = load_classifier(Path(args.model_path), args.k, args.dropout, args.edgeconv)
+    test = ClassificationData(args.dataset, args.data_root, args.variant, args.num_points).load("test")
+    loader = eval_loader(test, args.test_batch_size, device, args.num_workers)
+    with Logger(run_dir, wandb_mode=args.wandb, config=vars(args), project=args.wandb_project) as logger:
+        metrics, out = evaluator(args, device, test, model_args["num_classes"]).evaluate(
+            model.to(device), loader, progress=not args.no_progress, desc="test")
+        return {"mode": "eval", "checkpoint": args.model_path, "model": name, "model_args": model_args,
+                **report(metrics, out, test, args, run_dir / PLOT_FILE, f"{args.model_path}: test", logger)}
 
 
 @dataclass

@@ -282,32 +282,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return run_training(PROG, args, validate, "dgcnn_partseg", setup, train, evaluate_only)
 
 
-def evaluate_only(args: argparse.Namespace, info: distributed.DistInfo, device: torch.device) -> dict[str, Any]:
-    """--eval: evaluate --model_path on the test split (on rank 0 only) and write results_eval.json."""
-    run_dir = Path(args.output_dir) / (args.exp_name or "dgcnn_partseg_eval")
-    results: dict[str, Any] = {}
-    if info.is_main:
-        path = Path(args.model_path)
-        model, model_args, class_choice = load_finetuned(path, args.k, args.class_choice, args.dropout,
-                                                          args.edgeconv)
-        model.to(device)
-        test = ShapeNetPart(args.data_root, "test", num_points=args.num_points, class_choice=class_choice)
-        loader = eval_loader(test, args.test_batch_size, device, args.num_workers)
-        with Logger(run_dir, wandb_mode=args.wandb, config=vars(args), project=args.wandb_project,
-                    run_name=run_dir.name) as logger:
-            logger.info(f"Evaluating {path} ({model_args}, class_choice={class_choice}) on {len(test)} test shapes, "
-                        f"device {device}")
-            metrics, out = make_evaluator(args, device, test.seg_start_index).evaluate(
-                model, loader, progress=not args.no_progress, desc="test")
-            logger.info(describe_metrics(metrics, "test"))
-            logger.info(format_category_table(metrics["restricted"]["per_category"]))
-        results = {"mode": "eval", "checkpoint": str(path), "model_args": model_args, "class_choice": class_choice,
-                   "data": data_kind(args.data_root), "metric_note": METRIC_NOTE, "test": metrics}
-        if args.plot:
-            results["plot"] = plot_examples(test, out, run_dir / PLOT_FILE, args.plot_shapes,
-                                            f"{path.name}: test shapes")
-        atomic_write_text(run_dir / "results_eval.json", json.dumps(results, indent=2) + "\n")
-    distributed.barrier()
+def evaluate_only(args: argparse.Namespace, device: torch.device, run_dir: Path) -> dict[str, Any]:
+    """--eval: the results of --model_path on the test split (written by util.run to results_eval.json)."""
+    path = Path(args.model_path)
+    model, model_args, class_choice = load_finetuned(path, args.k, args.class_choice, args.dropout, args.edgeconv)
+    model.to(device)
+    test = ShapeNetPart(args.data_root, "test", num_points=args.num_points, class_choice=class_choice)
+    loader = eval_loader(test, args.test_batch_size, device, args.num_workers)
+    with Logger(run_dir, wandb_mode=args.wandb, config=vars(args), project=args.wandb_project,
+                run_name=run_dir.name) as logger:
+        logger.info(f"Evaluating {path} ({model_args}, class_choice={class_choice}) on {len(test)} test shapes, "
+                    f"device {device}")
+        metrics, out = make_evaluator(args, device, test.seg_start_index).evaluate(
+            model, loader, progress=not args.no_progress, desc="test")
+        logger.info(describe_metrics(metrics, "test"))
+        logger.info(format_category_table(metrics["restricted"]["per_category"]))
+    results = {"mode": "eval", "checkpoint": str(path), "model_args": model_args, "class_choice": class_choice,
+               "data": data_kind(args.data_root), "metric_note": METRIC_NOTE, "test": metrics}
+    if args.plot:
+        results["plot"] = plot_examples(test, out, run_dir / PLOT_FILE, args.plot_shapes, f"{path.name}: test shapes")
     return results
 
 

@@ -523,7 +523,9 @@ def run_training(prog: str, args: argparse.Namespace, validate: Callable[[argpar
         default_name: run name without ``--exp_name``.
         setup: ``run -> parts`` (builds everything and calls ``run.start``).
         train: ``(run, parts) -> results`` (the epoch loop and final evaluation; results on the main rank).
-        evaluate_only: ``(args, info, device) -> results``, called instead with ``--eval``.
+        evaluate_only: ``(args, device, run_dir) -> results``, called instead with ``--eval`` on the main rank
+            (the other ranks wait); ``run_dir`` is ``<output_dir>/<exp_name or default_name_eval>``, where the
+            results are written as ``results_eval.json``.
     Returns:
         ``train``'s results, the same on every rank.
     """
@@ -534,7 +536,7 @@ def run_training(prog: str, args: argparse.Namespace, validate: Callable[[argpar
     try:
         with user_errors(prog):
             if evaluate_only is not None and getattr(args, "eval", False):
-                return evaluate_only(args, info, device)
+                return _evaluate_only(evaluate_only, args, info, device, default_name)
             run = Run(prog, args, info, device, default_name=default_name)
             with run.guard():
                 results = train(run, setup(run))
@@ -542,6 +544,18 @@ def run_training(prog: str, args: argparse.Namespace, validate: Callable[[argpar
         return distributed.broadcast_object(results)
     finally:
         distributed.cleanup()
+
+
+def _evaluate_only(evaluate_only: Callable[..., dict[str, Any]], args: argparse.Namespace,
+                   info: distributed.DistInfo, device: torch.device, default_name: str) -> dict[str, Any]:
+    """``--eval``: the main rank evaluates and writes ``results_eval.json``; returns its results ({} elsewhere)."""
+    results: dict[str, Any] = {}
+    if info.is_main:
+        run_dir = Path(args.output_dir) / (args.exp_name or f"{default_name}_eval")
+        results = evaluate_only(args, device, run_dir)
+        atomic_write_text(run_dir / "results_eval.json", json.dumps(results, indent=2) + "\n")
+    distributed.barrier()
+    return results
 
 
 def _first_line(err: BaseException) -> str:
