@@ -27,7 +27,6 @@ import argparse
 import functools
 import json
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,21 +274,17 @@ def train(run: Run, ft: FineTuning) -> dict[str, Any]:
     split = "val" if args.select_best_on == "val" else "test"
     for epoch in run.epochs():
         ft.model.train()
-        t0 = time.perf_counter()
         stats = run.train_epoch(ft.step_fn, ft.train_loader, epoch)
         run.scheduler.step()
-        means = distributed.all_reduce_mean({k: stats[k] for k in ("loss", "acc")}, device=run.device)
-        record: dict[str, Any] = {"epoch": epoch, "train/loss": means["loss"], "train/acc": means["acc"],
-                                  "lr": stats["lr"], "samples_per_s": stats["samples_per_s"]}
+        record = run.epoch_record(epoch, stats, prefix="train/")
         metric, line = None, ""
-        if run.is_main and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs):
+        if run.is_main and run.due(epoch, args.eval_every):
             metrics, _ = ft.evaluator.evaluate(ft.model, ft.select_loader, progress=not args.no_progress, desc=split)
             record.update({f"{split}/oa": metrics["overall_accuracy"], f"{split}/macc": metrics["mean_class_accuracy"],
                            f"{split}/loss": metrics["loss"]})
             metric, line = metrics["overall_accuracy"], " | " + describe(metrics, split)
         # As the DGCNN reference, a later epoch with an equal accuracy replaces the kept one (>=).
         is_best = run.select(epoch, metric, ties_replace=True)
-        record["time_s"] = time.perf_counter() - t0
         meta = WeightsMeta(model=ft.name, kind="classifier", model_args=ft.model_args, epoch=epoch, source=PROG,
                            config=run.config, extra={"dataset": args.dataset, "variant": args.variant,
                                                      "metrics": {k: v for k, v in record.items() if "/" in k}})

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -372,23 +371,19 @@ def train(run: Run, pre: Pretraining) -> dict[str, Any]:
                 run.scheduler.step()
         for m in run.models.values():
             m.train()
-        t0 = time.perf_counter()
         pre.dataset.reset_image_stats()
         stats = run.train_epoch(pre.step_fn, pre.loader, epoch)
         if not args.lr_step_before_epoch:
             run.scheduler.step()
-        means = distributed.all_reduce_mean(
-            {k: v for k, v in stats.items() if k not in ("samples_per_s", "steps", "time_s", "lr")}, device=run.device)
-        record: dict[str, Any] = {"epoch": epoch, **means, "lr": stats["lr"], "samples_per_s": stats["samples_per_s"]}
+        record = run.epoch_record(epoch, stats)
         metric = None
-        if probe is not None and run.is_main and ((epoch + 1) % args.probe_every == 0 or epoch + 1 == args.epochs):
+        if probe is not None and run.is_main and run.due(epoch, args.probe_every):
             res = probe(run.models["point_encoder"], run.device, progress=not args.no_progress)
             record.update({f"probe_{k}": v for k, v in res.items() if k != "metric"})
             record["probe_metric"] = metric = res["metric"]
         # As the original, a later epoch must be strictly better to replace the kept one; without a probe,
         # best = last.
         is_best = run.select(epoch, metric, ties_replace=False, best_if_unmeasured=probe is None)
-        record["time_s"] = time.perf_counter() - t0
         probe_meta = {k: record[k] for k in record if k.startswith("probe_")}
         weights = {kind: (module, weights_meta(args, kind, epoch, run.config, probe_meta))
                    for kind, module in run.models.items()}

@@ -23,7 +23,6 @@ import copy
 import functools
 import json
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -404,16 +403,12 @@ def train_epoch(run: Run, ft: FineTuning, epoch: int) -> None:
     """Train one epoch, evaluate the selection split when due, select, log and checkpoint."""
     args = run.args
     ft.net.train()
-    t0 = time.perf_counter()
     stats = run.train_epoch(ft.step_fn, ft.train_loader, epoch)
     step_schedule(run)
-    means = distributed.all_reduce_mean({k: stats[k] for k in ("loss", "acc")}, device=run.device)
-    record: dict[str, Any] = {"epoch": epoch, "train/loss": means["loss"], "train/acc": means["acc"],
-                              "lr": stats["lr"], "samples_per_s": stats["samples_per_s"]}
+    record = run.epoch_record(epoch, stats, prefix="train/")
     split = "val" if args.select_best_on == "val" else "test"
-    last = epoch + 1 == args.epochs
     metric, eval_line = None, ""
-    if run.is_main and ((epoch + 1) % args.eval_every == 0 or last):
+    if run.is_main and run.due(epoch, args.eval_every):
         # Differs from the original DDP script (which averaged per-rank mIoUs): evaluation runs on rank 0
         # over the whole split, so the numbers do not depend on the number of processes.
         metrics, _ = ft.evaluator.evaluate(ft.model, ft.select_loader, progress=not args.no_progress, desc=split)
@@ -422,12 +417,11 @@ def train_epoch(run: Run, ft: FineTuning, epoch: int) -> None:
         # test instance mIoU of the unrestricted argmax over all parts.
         metric = metrics["restricted" if split == "val" else "unrestricted"]["instance_miou"]
         eval_line = " | " + describe_metrics(metrics, split)
-    if run.is_main and split == "val" and args.test_every and ((epoch + 1) % args.test_every == 0 or last):
+    if run.is_main and split == "val" and args.test_every and run.due(epoch, args.test_every):
         test_metrics, _ = ft.evaluator.evaluate(ft.model, ft.test_loader, progress=not args.no_progress, desc="test")
         record.update(flat_metrics(test_metrics, "test"))
     # As the original, a later epoch with an equal score replaces the kept one (>=).
     is_best = run.select(epoch, metric, ties_replace=True)
-    record["time_s"] = time.perf_counter() - t0
     meta = WeightsMeta(model="dgcnn_partseg", kind="partseg", model_args=ft.model_args, epoch=epoch, source=PROG,
                        config=run.config,
                        extra={"class_choice": args.class_choice, "seg_start_index": ft.seg_start_index,

@@ -40,6 +40,7 @@ import os
 import platform
 import shutil
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -72,6 +73,9 @@ __all__ = ["Run", "add_run_arguments", "check_args", "check_batch", "check_point
            "resolve_resume_path", "run_training", "AT_LEAST_0", "AT_LEAST_1", "POSITIVE",
            "NON_NEGATIVE", "FRACTION", "PROBABILITY"]
 
+
+# What train_one_epoch reports besides the loss and step metrics (not averaged over ranks).
+_EPOCH_BOOKKEEPING = ("lr", "samples_per_s", "steps", "time_s")
 
 # Settings that may change between a run and its resumption without a warning.
 _RESUME_FREE = {"resume", "overwrite", "exp_name", "output_dir", "stop_after", "no_progress", "num_workers", "wandb",
@@ -233,6 +237,7 @@ class Run:
         self.best_epoch = -1
         self.history: list[dict[str, Any]] = []
         self.steps_per_epoch = 0
+        self._epoch_start = time.perf_counter()
 
     @property
     def ckpt_dir(self) -> Path:
@@ -408,14 +413,30 @@ class Run:
         return bool(self.history) and self.history[-1]["epoch"] + 1 >= self.args.epochs
 
     def train_epoch(self, step_fn: Callable, loader: DataLoader, epoch: int) -> dict[str, float]:
-        """One epoch of ``util.training.train_one_epoch`` with this run's optimizer, scaler and flags."""
+        """One epoch of ``util.training.train_one_epoch`` with this run's optimizer, scaler and flags (this
+        process's means; :meth:`epoch_record` averages them over ranks). Starts the epoch's clock
+        (``time_s`` in :meth:`end_epoch`)."""
         args = self.args
+        self._epoch_start = time.perf_counter()
         return train_one_epoch(
             step_fn, loader, self.optimizer, self.device, epoch, self.logger if self.is_main else None,
             scaler=self.scaler, max_steps=args.max_steps_per_epoch, log_every=args.print_freq,
             progress=self.is_main and not args.no_progress, grad_clip_norm=args.grad_clip,
             world_size=self.info.world_size, desc=f"epoch {epoch}/{args.epochs}",
         )
+
+    def epoch_record(self, epoch: int, stats: Mapping[str, float], prefix: str = "") -> dict[str, Any]:
+        """The epoch's record from :meth:`train_epoch`'s stats: ``epoch``, the loss and step metrics averaged
+        over ranks (named ``prefix + name``), ``lr`` and ``samples_per_s``."""
+        means = distributed.all_reduce_mean({k: v for k, v in stats.items() if k not in _EPOCH_BOOKKEEPING},
+                                            device=self.device)
+        return {"epoch": epoch, **{prefix + k: v for k, v in means.items()}, "lr": stats["lr"],
+                "samples_per_s": stats["samples_per_s"]}
+
+    def due(self, epoch: int, every: int) -> bool:
+        """Whether something done every ``every`` epochs (an evaluation, a probe) runs after ``epoch``: each
+        ``every``-th epoch and the last one."""
+        return (epoch + 1) % every == 0 or epoch + 1 == self.args.epochs
 
     def select(self, epoch: int, metric: float | None, ties_replace: bool, best_if_unmeasured: bool = False) -> bool:
         """Decide whether ``epoch`` is the best so far; the same answer on every rank.
@@ -448,12 +469,14 @@ class Run:
 
         Args:
             epoch: the finished epoch (0-based).
-            record: its numbers (``epoch`` included); appended to the history and to metrics.jsonl.
+            record: its numbers (``epoch`` included); ``time_s`` (since :meth:`train_epoch` started) is added,
+                and it is appended to the history and to metrics.jsonl.
             is_best: what :meth:`select` returned for this epoch.
             weights: name -> (module, sidecar); written as ``<name>_last.pth``, ``<name>_best.pth`` when
                 best, ``<name>_epoch<E>.pth`` per ``--save_every``.
             line: the epoch's log line ("[best]" is appended).
         """
+        record["time_s"] = time.perf_counter() - self._epoch_start
         self.history.append(record)
         rng_states = distributed.all_gather_object(get_rng_state(self.generators))
         if self.is_main:
