@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from util.fileio import InputFileError, atomic_write_bytes, atomic_write_text
+from util.fileio import InputFileError, atomic_write_bytes, atomic_write_text, read_json
 
 _MAX_LISTED_KEYS = 10
 
@@ -200,10 +200,7 @@ class WeightsMeta:
         sidecar = cls.path_for(weights_path)
         if not sidecar.is_file():
             return None
-        try:
-            data = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{sidecar}: invalid JSON in the weights sidecar ({error}); delete or fix it.") from error
+        data = read_json(sidecar, error=ValueError, hint="it is the sidecar of the weights file; delete or fix it")
         if not isinstance(data, dict):
             raise ValueError(f"{sidecar}: expected a JSON object in the weights sidecar, got {type(data).__name__}.")
         return cls.from_dict(data, source=str(sidecar))
