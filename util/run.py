@@ -108,7 +108,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, default_name: str, dat
                         "directory is never overwritten)")
     g.add_argument("--num_workers", type=int, default=4, help=num_workers_help)
     g.add_argument("--amp", type=str, default="none", choices=["none", "bf16", "fp16"],
-                   help="autocast on CUDA (original: fp32); ignored on CPU")
+                   help="mixed precision: autocast on CUDA or the CPU (original: fp32)")
     g.add_argument("--grad_clip", type=float, default=None, help="clip the gradient norm (original: none)")
     g.add_argument("--max_steps_per_epoch", type=int, default=None, help="cap the steps per epoch (quick runs)")
     g.add_argument("--stop_after", type=int, default=None,
@@ -316,7 +316,7 @@ class Run:
                 self.logger.info(f"Removed {path}, a partial file left by an interrupted run.")
             for line in cut:
                 self.logger.info(line)
-            if self.args.amp != "none" and self.device.type != "cuda":
+            if self.args.amp != "none" and self.device.type not in ("cuda", "cpu"):
                 self.logger.info(f"--amp {self.args.amp} is ignored on {self.device.type}: training in full precision.")
             if self.resume_path is not None:
                 self.logger.info(f"Resumed from {self.resume_path}: continuing at epoch {self.start_epoch} of "

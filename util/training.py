@@ -109,24 +109,26 @@ def _check_amp(amp: str) -> None:
 
 
 def autocast_context(device: torch.device, amp: str = "none") -> contextlib.AbstractContextManager:
-    """Autocast for the forward pass: bf16/fp16 autocast on CUDA, ``nullcontext`` otherwise.
+    """Autocast for the forward pass: bf16/fp16 autocast on CUDA and on the CPU, ``nullcontext`` for fp32.
 
     Args:
-        device: the device the forward pass runs on.
-        amp: ``"none"``, ``"bf16"`` or ``"fp16"``. Ignored (full precision) on non-CUDA devices.
+        device: the device the forward pass runs on (``cuda`` or ``cpu``; other types run in fp32).
+        amp: ``"none"``, ``"bf16"`` or ``"fp16"``.
     """
     _check_amp(amp)
-    if amp == "none" or torch.device(device).type != "cuda":
+    device_type = torch.device(device).type
+    if amp == "none" or device_type not in ("cuda", "cpu"):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
+    return torch.autocast(device_type=device_type, dtype=dtype)
 
 
 def make_grad_scaler(device: torch.device, amp: str = "none") -> torch.amp.GradScaler | None:
-    """A GradScaler for fp16 autocast on CUDA, else None (bf16 and fp32 need no loss scaling)."""
+    """A GradScaler for fp16 autocast (CUDA or CPU), else None (bf16 and fp32 need no loss scaling)."""
     _check_amp(amp)
-    if amp == "fp16" and torch.device(device).type == "cuda":
-        return torch.amp.GradScaler("cuda")
+    device_type = torch.device(device).type
+    if amp == "fp16" and device_type in ("cuda", "cpu"):
+        return torch.amp.GradScaler(device_type)
     return None
 
 
