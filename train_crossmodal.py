@@ -42,7 +42,7 @@ from util.checkpoint import WeightsMeta
 from util.presets import PRETRAIN_K, PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
 from util.run import (AT_LEAST_1, FRACTION, POSITIVE, Run, add_run_arguments, check_args, check_batch,
                       check_points_for_k, run_training)
-from util.training import autocast_context, make_generator, make_grad_scaler, stratified_split
+from util.training import autocast_context, loader_kwargs, make_generator, make_grad_scaler, stratified_split
 
 PROG = "train_crossmodal.py"
 # Config keys that fix the shapes of the saved models: resuming with other values is refused.
@@ -170,7 +170,8 @@ class CrossPointStep:
         device: training device.
         amp: "none" | "bf16" | "fp16".
         temperature: NT-Xent temperature.
-        gather_negatives: all-gather z1, z2, h over DDP ranks before the loss (gradient-correct).
+        gather_negatives: all-gather z1, z2, h over DDP ranks before the loss (gradient-correct); their
+            shapes are compared across ranks at the first call only (a host sync), never per step.
         channels_last: feed images as channels_last.
     """
 
@@ -191,6 +192,7 @@ class CrossPointStep:
         self.temperature = temperature
         self.gather_negatives = gather_negatives
         self.channels_last = channels_last
+        self.shapes_checked = False
 
     def __call__(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         pc1, pc2, img = batch  # (B, N, 3), (B, N, 3), (B, 3, S, S)
@@ -208,6 +210,9 @@ class CrossPointStep:
                 h = self.image_net(img)  # (B, 256)
         z1, z2 = z[:b], z[b:]  # (B, 256) each
         if self.gather_negatives:
+            if not self.shapes_checked:
+                distributed.check_same_shapes(z1, z2, h)
+                self.shapes_checked = True
             z1, z2 = distributed.all_gather_with_grad(z1), distributed.all_gather_with_grad(z2)  # (W*B, 256)
             h = distributed.all_gather_with_grad(h) if h is not None else None
         if h is None:
@@ -228,6 +233,8 @@ class SVMProbe:
     ``select_on="val"``: fit on the probe train split minus a stratified held-out part, score the
     held-out part (the selection metric) and, for information, the test split, with one fit.
     ``select_on="test"``: fit on the whole train split and score the test split (the original).
+    The feature loaders use ``num_workers`` workers and pinned memory on CUDA; their worker seeds come from
+    their own generator, so probing never draws from the training RNG.
     """
 
     def __init__(
@@ -239,15 +246,17 @@ class SVMProbe:
         C: float,
         batch_size: int,
         seed: int,
+        device: torch.device,
+        num_workers: int,
     ) -> None:
         from util.evaluation import extract_features, linear_svm
 
         self._extract, self._svm = extract_features, linear_svm
         self.select_on = select_on
         self.C = C
-        g = make_generator(0)
-        self.train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=False, generator=g)
-        self.test_loader = DataLoader(test_set, batch_size=batch_size, shuffle=False, generator=g)
+        kwargs = loader_kwargs(device, num_workers, make_generator(0))
+        self.train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=False, **kwargs)
+        self.test_loader = DataLoader(test_set, batch_size=batch_size, shuffle=False, **kwargs)
         labels = np.asarray(train_set.labels).reshape(-1)  # (M,)
         self.fit_idx, self.val_idx = (
             stratified_split(labels, val_fraction, seed) if select_on == "val" else (np.arange(len(labels)), None)
@@ -270,8 +279,9 @@ class SVMProbe:
         return {"metric": val_acc, "val_acc": val_acc, "test_acc": test_acc}
 
 
-def build_probe(args: argparse.Namespace) -> SVMProbe | None:
-    """The probe for ``--probe_dataset``; fails early with a clear message when its data is missing."""
+def build_probe(args: argparse.Namespace, device: torch.device) -> SVMProbe | None:
+    """The probe for ``--probe_dataset`` (features on ``device`` with ``--num_workers`` loader workers); fails
+    early with a clear message when its data is missing."""
     if args.probe_dataset == "none":
         return None
     data = ClassificationData(args.probe_dataset, args.data_root, args.probe_variant, args.probe_points)
@@ -284,7 +294,7 @@ def build_probe(args: argparse.Namespace) -> SVMProbe | None:
             "--probe_dataset none to skip best-model selection (best = last)."
         ) from err
     return SVMProbe(train_set, test_set, args.select_best_on, args.probe_val_fraction, args.probe_C,
-                    args.probe_batch_size, args.seed)
+                    args.probe_batch_size, args.seed, device, args.num_workers)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -341,7 +351,7 @@ def setup(run: Run) -> Pretraining:
     step_fn = CrossPointStep(point_net, image_net, device, args.amp, args.temperature,
                              args.gather_negatives and info.is_distributed,
                              args.channels_last and device.type == "cuda")
-    probe = build_probe(args)
+    probe = build_probe(args, device)
     run.start(models, optimizer, scheduler, make_grad_scaler(device, args.amp), model_settings=MODEL_SETTINGS,
               config_extra={"dataset_objects": len(dataset), "data": data_kind(args.data_root)})
     image_txt = "no image encoder (IMID only)" if args.imid_only else args.img_model

@@ -47,7 +47,7 @@ def test_defaults_are_the_published_settings():
 def test_missing_probe_data_fails_early(tmp_path):
     args = train_crossmodal.build_parser().parse_args(["--data_root", str(tmp_path)])
     with pytest.raises(SystemExit, match="--probe_dataset none"):
-        train_crossmodal.build_probe(args)
+        train_crossmodal.build_probe(args, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ Typical use in an entry script::
     info = init_distributed(backend=backend_for(device))
     ...
     model = wrap_ddp(model, device)               # DDP only when info.is_distributed
+    check_same_shapes(z)                          # once per run (a host sync)
     z_all = all_gather_with_grad(z)               # (world_size * B, D), gradient-correct
     ...
     cleanup()
@@ -196,21 +197,34 @@ class _AllGatherWithGrad(torch.autograd.Function):
         return grad[start : start + ctx.batch]
 
 
+def check_same_shapes(*tensors: torch.Tensor | None) -> None:
+    """Refuse, in one line, tensors whose shapes differ between ranks (no-op when not distributed).
+
+    One ``all_gather_object`` of every tensor's shape: a host synchronisation, so call it once per run
+    (before the first :func:`all_gather_with_grad`), not per step. None entries are compared as None.
+    """
+    if not is_dist() or get_world_size() == 1:
+        return
+    shapes = tuple(None if t is None else tuple(t.shape) for t in tensors)
+    gathered = all_gather_object(shapes)
+    if any(s != gathered[0] for s in gathered):
+        raise ValueError(
+            f"all_gather_with_grad needs equal shapes on every rank, got {gathered} (rank order). "
+            "Use drop_last=True in the DataLoader so every rank sees full batches."
+        )
+
+
 def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate ``tensor`` (B, ...) from all ranks along dim 0 -> (world_size * B, ...), rank order.
 
     Gradient-correct: the backward pass all-reduces the upstream gradient and returns this rank's
     rows, so gradients flow to every rank's local input (see ``_AllGatherWithGrad``). All ranks must
-    pass the same shape (use ``drop_last=True``). Identity when not distributed.
+    pass the same shape at every call (use ``drop_last=True``); it is not checked here, which would
+    synchronise with the host at every step: check it once per run with :func:`check_same_shapes`.
+    Identity when not distributed.
     """
     if not is_dist() or get_world_size() == 1:
         return tensor
-    sizes = all_gather_object(tuple(tensor.shape))
-    if any(s != sizes[0] for s in sizes):
-        raise ValueError(
-            f"all_gather_with_grad needs equal shapes on every rank, got {sizes}. "
-            "Use drop_last=True in the DataLoader so every rank sees full batches."
-        )
     return _AllGatherWithGrad.apply(tensor)
 
 
@@ -248,10 +262,14 @@ def all_reduce_mean(values: dict[str, float], device: torch.device | str = "cpu"
     return {k: float(v) for k, v in zip(keys, t.tolist())}
 
 
-def all_reduce_min_flag(flag: bool, device: torch.device | str = "cpu") -> bool:
-    """Logical AND of a boolean over ranks (so every rank takes the same branch)."""
-    if not is_dist():
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item() > 0.5)
+def all_reduce_min_(tensor: torch.Tensor) -> torch.Tensor:
+    """Element-wise minimum over ranks, in place, without a host synchronisation (identity when not distributed).
+
+    Args:
+        tensor: any shape, on the backend's device (CUDA for nccl); every rank passes the same shape.
+    Returns:
+        ``tensor`` itself.
+    """
+    if is_dist():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return tensor

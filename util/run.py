@@ -117,7 +117,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, default_name: str, dat
     g.add_argument("--save_every", type=int, default=0,
                    help="also keep the weights of every epoch E with E %% N == 0 (0-based, as the original's "
                         "--save_freq, which defaulted to 50); 0 = only best and last")
-    g.add_argument("--print_freq", type=int, default=50, help="log every N steps (original: 50)")
+    g.add_argument("--print_freq", type=int, default=50,
+                   help="log every N steps (original: 50); the loss is read, and a NaN/inf found, only every N steps "
+                        "and at the epoch end, so a non-finite loss stops training up to N steps late (1 = every "
+                        "step, 0 = epoch end only)")
     g.add_argument("--no_progress", action="store_true", help="no tqdm bars")
     g.add_argument("--wandb", type=str, default="disabled", choices=["online", "offline", "disabled"],
                    help="Weights & Biases logging (the original always logged online)")

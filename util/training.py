@@ -56,22 +56,33 @@ StepFn = Callable[[Any], "tuple[torch.Tensor, Mapping[str, float | torch.Tensor]
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised by ``train_one_epoch`` when the loss is NaN or inf, before the optimizer step.
+    """Raised by ``train_one_epoch`` when the loss or a step metric was NaN or inf.
+
+    The values are read on the host only at sync points (every ``log_every`` = ``--print_freq`` steps and
+    at the epoch end), so the stop comes up to that many steps late: the steps from ``step`` up to
+    ``detected_step`` (excluded) were taken, the step at ``detected_step`` was not.
 
     Attributes:
         epoch: epoch index (0-based).
-        step: step index inside the epoch (0-based).
-        metrics: the loss and its components at that step (floats, possibly nan/inf).
+        step: the first step of the epoch (0-based) whose loss was non-finite, on any rank.
+        metrics: the loss and its components at ``step`` on this rank (floats, possibly nan/inf); empty
+            when only another rank saw the non-finite value.
+        detected_step: the step whose sync point found it (``step`` itself when the check ran there).
     """
 
-    def __init__(self, epoch: int, step: int, metrics: Mapping[str, float]) -> None:
+    def __init__(self, epoch: int, step: int, metrics: Mapping[str, float], detected_step: int | None = None) -> None:
         self.epoch = epoch
         self.step = step
         self.metrics = dict(metrics)
-        parts = ", ".join(f"{k}={v:.6g}" for k, v in self.metrics.items())
+        self.detected_step = step if detected_step is None else detected_step
+        parts = ", ".join(f"{k}={v:.6g}" for k, v in self.metrics.items()) or "on another process"
+        when = ("its optimizer step was skipped" if self.detected_step == step else
+                f"found {self.detected_step - step} step(s) later, so the optimizer steps of steps {step} to "
+                f"{self.detected_step - 1} were taken (the loss is checked on the host every --print_freq steps "
+                "and at the epoch end; --print_freq 1 checks before every step)")
         super().__init__(
-            f"Non-finite loss at epoch {epoch}, step {step}: {parts}. The optimizer step was skipped "
-            "and training stopped; try a lower learning rate, --amp none, or check the input data."
+            f"Non-finite loss at epoch {epoch}, step {step}: {parts}; {when}. Training stopped; try a lower "
+            "learning rate, --amp none, or check the input data."
         )
 
 
@@ -258,44 +269,148 @@ def _batch_size(batch: Any) -> int:
     return 0
 
 
-def _to_float(value: float | torch.Tensor) -> float:
-    return float(value.detach().float().item()) if isinstance(value, torch.Tensor) else float(value)
+class _StepStats:
+    """An epoch's loss and step metrics, kept on the training device and read on the host at sync points only.
 
-
-def train_one_epoch(
-    step_fn: StepFn,
-    loader: Iterable[Any],
-    optimizer: torch.optim.Optimizer,
-    device: torch.device,
-    epoch: int,
-    logger: Any = None,
-    scaler: torch.amp.GradScaler | None = None,
-    max_steps: int | None = None,
-    log_every: int = 50,
-    progress: bool = True,
-    grad_clip_norm: float | None = None,
-    world_size: int = 1,
-    desc: str | None = None,
-) -> dict[str, float]:
-    """Run one training epoch.
-
-    For every batch: ``optimizer.zero_grad``, ``loss, metrics = step_fn(batch)``, a finiteness check
-    of ``loss`` (agreed across ranks under DDP, so every rank stops together), backward (through
-    ``scaler`` when given), optional gradient-norm clipping, ``optimizer.step``. Sets the epoch on a
-    ``DistributedSampler`` so each epoch is shuffled differently.
+    Per step nothing leaves the device (no ``.item()``, no collective): the step's values as one (K,) vector,
+    their running sums, and the first step with a non-finite value together with its values. :meth:`read`
+    is the sync point: one MIN all-reduce of that step under DDP (so every rank takes the same decision)
+    and one device-to-host transfer of everything.
 
     Args:
-        step_fn: ``batch -> (loss scalar tensor, {name: float or 0-d tensor})``; runs the forward
-            pass (including autocast) and moves the batch to the device.
+        device: the training device (float64 sums; float32 on MPS, which has no float64).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.names: list[str] = []
+        self.sums = self.last = self.bad_values = torch.zeros(0, dtype=self.dtype, device=device)  # (K,)
+        self.bad_step = torch.full((), math.inf, dtype=self.dtype, device=device)  # () first non-finite step
+
+    def _scalar(self, value: float | torch.Tensor) -> torch.Tensor:
+        if isinstance(value, torch.Tensor):
+            return value.detach().reshape(()).to(device=self.device, dtype=self.dtype)
+        return torch.full((), float(value), dtype=self.dtype, device=self.device)
+
+    def add(self, step: int, loss: torch.Tensor, metrics: Mapping[str, float | torch.Tensor]) -> None:
+        """Add a step's ``loss`` (0-d tensor) and ``metrics`` (floats or 0-d tensors) without a host sync."""
+        values = {"loss": loss, **metrics}
+        if not self.names:
+            self.names = list(values)
+            self.sums = torch.zeros(len(values), dtype=self.dtype, device=self.device)  # (K,)
+            self.bad_values = torch.full_like(self.sums, math.nan)  # (K,)
+        elif list(values) != self.names:
+            raise ValueError(f"the step function returned the metrics {list(values)} at step {step} but "
+                             f"{self.names} before; it must return the same names at every step.")
+        self.last = torch.stack([self._scalar(v) for v in values.values()])  # (K,)
+        new_bad = torch.isinf(self.bad_step) & ~torch.isfinite(self.last).all()  # () bool, stays on the device
+        self.bad_step = torch.where(new_bad, float(step), self.bad_step)
+        self.bad_values = torch.where(new_bad, self.last, self.bad_values)
+        self.sums = self.sums + self.last
+
+    def read(self) -> tuple[dict[str, float], dict[str, float], int | None, dict[str, float]]:
+        """The sync point. Returns (sums, the last step's values, the first non-finite step on any rank or
+        None, this rank's values at that step, empty when only another rank had it)."""
+        first = self.bad_step.reshape(1).clone()  # (1,)
+        distributed.all_reduce_min_(first)
+        host = torch.cat((self.sums, self.last, self.bad_values, self.bad_step.reshape(1), first)).tolist()
+        k = len(self.names)
+        sums, last, bad = (dict(zip(self.names, host[i * k:(i + 1) * k])) for i in range(3))
+        local_bad, first_bad = host[3 * k], host[3 * k + 1]
+        if math.isinf(first_bad):
+            return sums, last, None, {}
+        return sums, last, int(first_bad), bad if local_bad == first_bad else {}
+
+
+def _read_checked(stats: _StepStats, epoch: int, step: int) -> tuple[dict[str, float], dict[str, float]]:
+    """``stats.read()``, raising NonFiniteLossError (the same on every rank) when a value was non-finite."""
+    sums, last, bad_step, bad_values = stats.read()
+    if bad_step is not None:
+        raise NonFiniteLossError(epoch, bad_step, bad_values, detected_step=step)
+    return sums, last
+
+
+def _epoch_length(loader: Iterable[Any], epoch: int, max_steps: int | None) -> int | None:
+    """Set the epoch on a ``DistributedSampler`` (each epoch shuffled differently); the number of steps
+    this epoch will take (None when the loader has no length and ``max_steps`` is None)."""
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, DistributedSampler):
+        sampler.set_epoch(epoch)
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    if batch_sampler is not None and isinstance(getattr(batch_sampler, "sampler", None), DistributedSampler):
+        batch_sampler.sampler.set_epoch(epoch)
+    try:
+        n_steps = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        n_steps = None
+    if max_steps is not None:
+        n_steps = max_steps if n_steps is None else min(n_steps, max_steps)
+    return n_steps
+
+
+class _StepLog:
+    """Writes a step record at sync points: that step's values, the learning rate and the throughput since
+    the previous record (the host just waited for the device, so the time is honest)."""
+
+    def __init__(self, logger: Any, optimizer: torch.optim.Optimizer, epoch: int, steps_per_epoch: int,
+                 world_size: int) -> None:
+        self.logger, self.optimizer, self.epoch = logger, optimizer, epoch
+        self.steps_per_epoch, self.world_size = steps_per_epoch, world_size
+        self.start, self.samples = time.perf_counter(), 0
+
+    def log(self, step: int, values: Mapping[str, float]) -> None:
+        now = time.perf_counter()
+        if self.logger is not None:
+            self.logger.log({**{f"train/{k}": v for k, v in values.items()},
+                             "train/lr": self.optimizer.param_groups[0]["lr"],
+                             "train/samples_per_s": self.samples * self.world_size / max(now - self.start, 1e-9),
+                             "epoch": self.epoch}, step=self.epoch * self.steps_per_epoch + step + 1)
+        self.start, self.samples = now, 0
+
+
+def _optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+                    params: list[torch.Tensor], grad_clip_norm: float | None) -> None:
+    """Backward of the scalar ``loss`` (through ``scaler`` when given), optional clipping, optimizer step."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if grad_clip_norm is not None:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(params, grad_clip_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        return
+    loss.backward()
+    if grad_clip_norm is not None:
+        nn.utils.clip_grad_norm_(params, grad_clip_norm)
+    optimizer.step()
+
+
+def train_one_epoch(step_fn: StepFn, loader: Iterable[Any], optimizer: torch.optim.Optimizer, device: torch.device,
+                    epoch: int, logger: Any = None, scaler: torch.amp.GradScaler | None = None,
+                    max_steps: int | None = None, log_every: int = 50, progress: bool = True,
+                    grad_clip_norm: float | None = None, world_size: int = 1, desc: str | None = None,
+                    ) -> dict[str, float]:
+    """Run one training epoch.
+
+    For every batch: ``optimizer.zero_grad``, ``loss, metrics = step_fn(batch)``, backward (through
+    ``scaler`` when given), optional gradient-norm clipping, ``optimizer.step``. The loss and metrics stay
+    on the device; the host reads them (one transfer, under DDP one all-reduce so all ranks stop together)
+    only after the forward pass of every ``log_every``-th step and of the last step, so a non-finite loss is
+    found up to ``log_every`` steps late (the steps in between are taken). Sets a DistributedSampler's epoch.
+
+    Args:
+        step_fn: ``batch -> (loss scalar tensor, {name: float or 0-d tensor})`` with the same names at every
+            step; runs the forward pass (including autocast) and moves the batch to the device.
         loader: iterable of batches (usually a DataLoader).
         optimizer: the optimizer.
-        device: the training device (used to synchronise CUDA for honest timings).
+        device: the training device (where the running sums live; CUDA is synchronised for timings).
         epoch: epoch index (0-based), used for ``set_epoch``, messages and the global step.
         logger: object with ``.log(metrics, step)`` (e.g. ``util.logger.Logger``) or None.
         scaler: GradScaler for fp16 autocast, or None.
         max_steps: stop after this many steps (quick runs); None = the whole loader.
-        log_every: log running means every this many steps (0 disables step logging).
-        progress: show a tqdm bar (pass False on non-main ranks).
+        log_every: sync, check the loss and log every this many steps; 0 = only at the epoch end.
+        progress: show a tqdm bar (pass False on non-main ranks); its running means change at sync points.
         grad_clip_norm: clip the global gradient norm to this value; None = no clipping.
         world_size: number of processes; ``samples_per_s`` is reported for the whole job.
         desc: tqdm description (default ``"epoch {epoch}"``).
@@ -305,91 +420,45 @@ def train_one_epoch(
         first param group), ``samples_per_s`` (job-wide), ``steps`` and ``time_s``.
 
     Raises:
-        NonFiniteLossError: the loss was NaN/inf on some rank; no optimizer step was taken for it.
+        NonFiniteLossError: the loss was NaN/inf on some rank (naming its step and the step that found it).
     """
-    sampler = getattr(loader, "sampler", None)
-    if isinstance(sampler, DistributedSampler):
-        sampler.set_epoch(epoch)
-    batch_sampler = getattr(loader, "batch_sampler", None)
-    if batch_sampler is not None and isinstance(getattr(batch_sampler, "sampler", None), DistributedSampler):
-        batch_sampler.sampler.set_epoch(epoch)
-
-    try:
-        n_steps = len(loader)  # type: ignore[arg-type]
-    except TypeError:
-        n_steps = None
-    if max_steps is not None:
-        n_steps = max_steps if n_steps is None else min(n_steps, max_steps)
-    steps_per_epoch = n_steps or 0
-
+    n_steps = _epoch_length(loader, epoch, max_steps)
+    stats = _StepStats(device)
     sums: dict[str, float] = {}
-    samples = 0
-    steps = 0
+    samples = steps = checked = 0  # checked: steps whose values the host has read
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    sync = device.type == "cuda"
-    bar = tqdm(
-        total=n_steps, desc=desc or f"epoch {epoch}", disable=not progress, dynamic_ncols=True, leave=False
-    )
+    bar = tqdm(total=n_steps, desc=desc or f"epoch {epoch}", disable=not progress, dynamic_ncols=True, leave=False)
     start = time.perf_counter()
-    window_start, window_samples = start, 0
+    step_log = _StepLog(logger, optimizer, epoch, n_steps or 0, world_size)
     try:
         for step, batch in enumerate(loader):
             if max_steps is not None and step >= max_steps:
                 break
             optimizer.zero_grad(set_to_none=True)
             loss, metrics = step_fn(batch)
-            values = {"loss": _to_float(loss), **{k: _to_float(v) for k, v in metrics.items()}}
-            finite = all(math.isfinite(v) for v in values.values())
-            if not distributed.all_reduce_min_flag(finite, device=device):
-                raise NonFiniteLossError(epoch, step, values)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                if grad_clip_norm is not None:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(params, grad_clip_norm)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                if grad_clip_norm is not None:
-                    nn.utils.clip_grad_norm_(params, grad_clip_norm)
-                optimizer.step()
-
+            stats.add(step, loss, metrics)
             n = _batch_size(batch)
-            samples += n
-            window_samples += n
+            samples, step_log.samples = samples + n, step_log.samples + n
+            due = log_every > 0 and (step + 1) % log_every == 0
+            if due or step + 1 == n_steps:
+                sums, last = _read_checked(stats, epoch, step)  # the sync point, before this step's update
+                checked = step + 1
+                bar.set_postfix({k: f"{v / checked:.4f}" for k, v in sums.items()}, refresh=False)
+                if due:
+                    step_log.log(step, last)
+            _optimizer_step(loss, optimizer, scaler, params, grad_clip_norm)
             steps += 1
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v
-            means = {k: v / steps for k, v in sums.items()}
             bar.update(1)
-            bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()}, refresh=False)
-            if logger is not None and log_every and (step + 1) % log_every == 0:
-                if sync:
-                    torch.cuda.synchronize(device)
-                now = time.perf_counter()
-                logger.log(
-                    {
-                        **{f"train/{k}": v for k, v in values.items()},
-                        "train/lr": optimizer.param_groups[0]["lr"],
-                        "train/samples_per_s": window_samples * world_size / max(now - window_start, 1e-9),
-                        "epoch": epoch,
-                    },
-                    step=epoch * steps_per_epoch + step + 1,
-                )
-                window_start, window_samples = now, 0
+        if checked < steps:  # the loader ended before the expected last step (or has no length)
+            sums, _ = _read_checked(stats, epoch, steps)
     finally:
         bar.close()
-    if sync:
+    if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
     out = {k: v / max(steps, 1) for k, v in sums.items()}
-    out.update(
-        lr=float(optimizer.param_groups[0]["lr"]),
-        samples_per_s=samples * world_size / max(elapsed, 1e-9),
-        steps=float(steps),
-        time_s=elapsed,
-    )
+    out.update(lr=float(optimizer.param_groups[0]["lr"]), samples_per_s=samples * world_size / max(elapsed, 1e-9),
+               steps=float(steps), time_s=elapsed)
     return out
 
 
