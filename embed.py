@@ -15,7 +15,8 @@ reason and skipped.
 Output (``np.load(out)``): ``features`` (M, D) float32; ``paths`` (M,) the file of each row (``file.h5[i]`` for
 cloud i of a batch file); ``num_points`` (M,) points fed per row; ``preprocessing`` (M,) what was done; and
 ``settings`` (a JSON string: checkpoint and its sha1, model and arguments with their sources, num_points,
-seed, up_axis, skipped files with reasons).
+seed, up_axis, skipped files with reasons). An existing ``--output`` is replaced only with ``--overwrite``; the
+flags and the output path are checked before anything is read.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from models import build_point_encoder
 from util.encoders import load_point_encoder
 from util.frozen_eval import embed_clouds
 from util.fileio import atomic_write, user_errors
+from util.run import check_args, check_points_for_k
 from util.training import resolve_device
 
 PROG = "embed.py"
@@ -45,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="point-encoder weights (this project's point_encoder_best.pth or the published "
                         "dgcnn_cls_best.pth), or 'random'")
     p.add_argument("--input", nargs="+", required=True, help="files or folders (searched recursively)")
-    p.add_argument("--output", required=True, help="the .npz to write")
+    p.add_argument("--output", required=True, help="the .npz to write (an existing file only with --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--model", choices=["dgcnn", "dgcnn_seg", "pointnet"], default=None,
                    help="encoder (default: the checkpoint's sidecar, else its keys)")
     p.add_argument("--k", type=int, default=None, help="kNN size (default: the sidecar's, else 15 as published)")
@@ -62,14 +65,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def validate(args: argparse.Namespace) -> None:
+    """Every flag checked before anything is loaded (one line naming the flag), the output path included:
+    an earlier result is never replaced without ``--overwrite``."""
+    check_args(PROG, args, {})
+    check_points_for_k(PROG, args.num_points, args.k)
+    out = Path(args.output)
+    if out.is_dir():
+        raise SystemExit(f"{PROG}: --output {out} is a directory; pass the path of the .npz file to write.")
+    if out.exists() and not args.overwrite:
+        raise SystemExit(f"{PROG}: --output {out} exists (an earlier result); pass --overwrite to replace it, or "
+                         "choose another path.")
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise SystemExit(f"{PROG}: --output {out}: {parent} is a file, not a folder.")
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    if args.num_points < 1 or args.batch_size < 1:
-        raise SystemExit(f"{PROG}: --num_points and --batch_size must be at least 1.")
+    validate(args)
     t0 = time.perf_counter()
     device = resolve_device(args.device)
     encoder = load_point_encoder(args.model_path, build_point_encoder, model=args.model, k=args.k,
                                  emb_dims=args.emb_dims, device=device, seed=args.seed)
+    check_points_for_k(PROG, args.num_points, encoder.model_args.get("k"), encoder.sources.get("k"))
     clouds, skipped = read_encoder_clouds(args.input, args.num_points, args.seed, args.up_axis,
                                           not args.no_progress)
     if not clouds:

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from datasets.classification import CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, ClassificationData
+from datasets.classification import (CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, VARIANT_HELP, ClassificationData,
+                                     check_variant)
 from datasets.synthetic import data_kind
 from models import build_point_encoder
 from util.encoders import load_point_encoder
@@ -28,6 +29,7 @@ from util.fileio import user_errors
 from util.frozen_eval import (ExtractOptions, add_eval_arguments, default_output, load_features, result_header,
                               write_result, write_tsne)
 from util.presets import FEWSHOT, add_preset_argument, parse_with_preset
+from util.run import AT_LEAST_1, AT_LEAST_2, POSITIVE, check_args, check_points_for_k
 from util.training import resolve_device
 
 PROG = "eval_fewshot.py"
@@ -42,7 +44,7 @@ PROTOCOLS = {
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Few-shot classification of frozen point-encoder features")
     add_preset_argument(p, "fewshot")
-    add_eval_arguments(p, CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, FEWSHOT["num_points"],
+    add_eval_arguments(p, CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, VARIANT_HELP, FEWSHOT["num_points"],
                        "points per cloud, the first N of each (default: every stored point, as the original, which "
                        "ignored its --num_points flag; 2048 in the published files)")
     p.add_argument("--k_way", type=int, default=FEWSHOT["k_way"], help="classes per episode (paper: 5 or 10)")
@@ -56,12 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def validate(args: argparse.Namespace) -> None:
+    """Every flag checked before anything is loaded (one line naming the flag); resolves ``args.variant``."""
+    check_args(PROG, args, {"k_way": AT_LEAST_2, "m_shot": AT_LEAST_1, "n_query": AT_LEAST_1, "n_runs": AT_LEAST_1,
+                            "svm_C": POSITIVE})
+    check_points_for_k(PROG, args.num_points, args.k)
+    args.variant = check_variant(PROG, args.dataset, args.variant)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_with_preset(build_parser(), "fewshot", argv)
+    validate(args)
     t_start = time.perf_counter()
     device = resolve_device(args.device)
     encoder = load_point_encoder(args.model_path, build_point_encoder, model=args.model, k=args.k,
                                  emb_dims=args.emb_dims, device=device, seed=args.seed)
+    # k may come from the checkpoint's sidecar: checked before any feature is extracted.
+    check_points_for_k(PROG, args.num_points, encoder.model_args.get("k"), encoder.sources.get("k"))
     data = ClassificationData(args.dataset, args.data_root, args.variant, args.num_points)
     kind = data_kind(args.data_root)
     splits = ("train",) if args.query_split == "train" else ("train", "test")

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from datasets.classification import CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, ClassificationData
+from datasets.classification import (CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, VARIANT_HELP, ClassificationData,
+                                     check_variant)
 from datasets.synthetic import data_kind
 from models import build_point_encoder
 from util.encoders import load_point_encoder
@@ -29,6 +30,7 @@ from util.frozen_eval import (C_SELECT, DEFAULT_C_GRID, ExtractOptions, SVMConfi
                               default_output, result_header, svm_on_dataset, svm_result_fields, write_result,
                               write_tsne)
 from util.presets import SVM_C, SVM_POINTS, add_preset_argument, parse_with_preset
+from util.run import AT_LEAST_2, POSITIVE, check_args, check_points_for_k
 from util.training import resolve_device
 
 PROG = "eval_svm.py"
@@ -38,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Linear-SVM evaluation of a frozen point encoder "
                                 "(CrossPoint Tables 1 and 2)")
     add_preset_argument(p, "svm")
-    add_eval_arguments(p, CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, SVM_POINTS,
+    add_eval_arguments(p, CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, VARIANT_HELP, SVM_POINTS,
                        "points per cloud, the first N of each (original: 1024)")
     p.add_argument("--C", type=float, default=SVM_C,
                    help="SVM C (original eval_ssl.ipynb: 0.01; the original training script's model selection: 0.1)")
@@ -58,17 +60,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_with_preset(build_parser(), "svm", argv)
+def validate(args: argparse.Namespace) -> str:
+    """Every flag checked before anything is loaded (one line naming the flag); resolves ``args.variant`` and
+    ``args.C_grid``. Returns the C selection rule."""
+    check_args(PROG, args, {"C": POSITIVE, "C_grid": POSITIVE, "cv_folds": AT_LEAST_2})
+    check_points_for_k(PROG, args.num_points, args.k)
+    args.variant = check_variant(PROG, args.dataset, args.variant)
     select = args.C_select or ("test" if args.C_grid else "fixed")
     if select != "fixed" and args.C_grid is None:
         args.C_grid = list(DEFAULT_C_GRID)
     if select == "fixed" and args.C_grid:
         raise SystemExit(f"{PROG}: --C_select fixed takes the single --C; drop --C_grid or choose --C_select cv|test.")
+    return select
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_with_preset(build_parser(), "svm", argv)
+    select = validate(args)
     t_start = time.perf_counter()
     device = resolve_device(args.device)
     encoder = load_point_encoder(args.model_path, build_point_encoder, model=args.model, k=args.k,
                                  emb_dims=args.emb_dims, device=device, seed=args.seed)
+    # k may come from the checkpoint's sidecar: checked before any feature is extracted.
+    check_points_for_k(PROG, args.num_points, encoder.model_args.get("k"), encoder.sources.get("k"))
     data = ClassificationData(args.dataset, args.data_root, args.variant, args.num_points)
     opts = ExtractOptions(device, args.batch_size, args.num_workers, args.cache_dir, not args.no_cache,
                           not args.no_progress)

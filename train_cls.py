@@ -36,8 +36,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from datasets.classification import (CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, AugmentedClassification,
-                                     ClassificationData)
+from datasets.classification import (CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, VARIANT_HELP,
+                                     AugmentedClassification, ClassificationData, check_variant)
 from datasets.synthetic import data_kind
 from models import CLS_HEAD_PREFIXES, DGCNN_K, build_classifier
 from models.losses import smoothed_cross_entropy
@@ -81,8 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model_path", default="", help="fine-tuned classifier_best.pth for --eval")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=CLASSIFICATION_DATASETS, default="modelnet40", help="classification set")
-    g.add_argument("--variant", choices=SCANOBJECTNN_VARIANTS, default="obj_bg",
-                   help="ScanObjectNN variant (pb_t50_rs is the hardest, used by Point-MAE and followers)")
+    g.add_argument("--variant", choices=SCANOBJECTNN_VARIANTS, default=None, help=VARIANT_HELP)
     g.add_argument("--num_points", type=int, default=1024,
                    help="the first N points of each cloud (DGCNN paper: 1024; Point-MAE and followers use 2048 "
                         "on ScanObjectNN)")
@@ -115,11 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def validate(args: argparse.Namespace, world_size: int) -> None:
-    """Every flag checked before anything is written (messages name the flag)."""
+    """Every flag checked before anything is written (messages name the flag); resolves ``args.variant``."""
     check_args(PROG, args, {"test_batch_size": AT_LEAST_1, "eval_every": AT_LEAST_1, "momentum": NON_NEGATIVE,
                             "eta_min": NON_NEGATIVE, "dropout": PROBABILITY, "label_smoothing": PROBABILITY,
                             "val_fraction": FRACTION})
     check_points_for_k(PROG, args.num_points, args.k if args.k is not None else DGCNN_K)
+    args.variant = check_variant(PROG, args.dataset, args.variant)
     if args.eval and not args.model_path:
         raise SystemExit(f"{PROG}: --eval needs --model_path (a fine-tuned classifier_best.pth).")
     if not args.eval:

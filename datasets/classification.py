@@ -20,10 +20,27 @@ from torch.utils.data import Dataset
 
 from .transforms import item_rng, scale_translate_shuffle
 
-__all__ = ["CLASSIFICATION_DATASETS", "SCANOBJECTNN_VARIANTS", "AugmentedClassification", "ClassificationData"]
+__all__ = ["CLASSIFICATION_DATASETS", "DEFAULT_VARIANT", "SCANOBJECTNN_VARIANTS", "AugmentedClassification",
+           "ClassificationData", "VARIANT_HELP", "check_variant"]
 
 CLASSIFICATION_DATASETS = ("modelnet40", "scanobjectnn", "custom")
 SCANOBJECTNN_VARIANTS = ("obj_bg", "obj_only", "pb_t50_rs")
+DEFAULT_VARIANT = "obj_bg"  # the paper's and the original code's ScanObjectNN split (main_split)
+VARIANT_HELP = f"ScanObjectNN variant, only with --dataset scanobjectnn (default: {DEFAULT_VARIANT} = main_split, " \
+               "as the paper and the original code; pb_t50_rs is the hardest, used by Point-MAE and followers)"
+
+
+def check_variant(prog: str, dataset: str, variant: str | None) -> str | None:
+    """The variant a command uses: ``variant`` (default obj_bg) for ScanObjectNN, None for a set without variants.
+
+    Raises SystemExit naming the flags when ``--variant`` is given for a set that has none (it would be ignored).
+    """
+    if dataset == "scanobjectnn":
+        return DEFAULT_VARIANT if variant is None else variant
+    if variant is not None:
+        raise SystemExit(f"{prog}: --variant {variant} is a ScanObjectNN variant, but --dataset {dataset} has no "
+                         "variants; drop --variant or pass --dataset scanobjectnn.")
+    return None
 
 
 @dataclass(frozen=True)
@@ -33,13 +50,13 @@ class ClassificationData:
     Attributes:
         name: "modelnet40", "scanobjectnn" or "custom".
         root: the data root.
-        variant: ScanObjectNN variant (ignored by the others).
+        variant: ScanObjectNN variant (ignored by the others; see :func:`check_variant`).
         num_points: the first ``num_points`` stored points of each cloud; None keeps every stored point.
     """
 
     name: str
     root: str | os.PathLike
-    variant: str = "obj_bg"
+    variant: str | None = DEFAULT_VARIANT
     num_points: int | None = 1024
 
     def __post_init__(self) -> None:

@@ -41,6 +41,8 @@ import os
 import re
 import sys
 import warnings
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -585,14 +587,43 @@ def _read_text_points(path: Path) -> np.ndarray:
     return values.reshape(-1, 3)
 
 
+# The first bytes of every NumPy .npy file, and of a zip archive (.npz: one .npy per array).
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+_NPZ_ERRORS = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
+def _check_signature(path: Path, magics: tuple[bytes, ...], what: str) -> None:
+    """MeshError unless ``path`` starts with one of ``magics`` (an empty file is named as such)."""
+    with open(path, "rb") as f:
+        head = f.read(max(map(len, magics)))
+    if not head:
+        raise MeshError(path, f"is empty (0 bytes), not a {what} file")
+    if not head.startswith(magics):
+        raise MeshError(path, f"is not a valid {what} file (it does not start with the {what} signature; the file "
+                              "is corrupt or of another format)")
+
+
+def _numpy_reason(error: BaseException, what: str) -> str:
+    """Why numpy refused a file, without its advice to load it with ``allow_pickle`` (that can run arbitrary code)."""
+    text = " ".join(str(error).split())
+    if "pickle" in text.lower() or "object arrays" in text.lower():
+        return (f"holds Python objects (an object array or a pickle), not numbers; loading those could run "
+                f"arbitrary code, so they are not read. Save the points as a numeric {what} array, e.g. float32 "
+                "of shape (N, 3)")
+    return f"is not a valid {what} file ({type(error).__name__}: {text.split('. ')[0].rstrip('.') or 'no detail'})"
+
+
 def _load_npy(path: Path) -> np.ndarray:
+    _check_signature(path, (_NPY_MAGIC,), ".npy")
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise MeshError(path, f"cannot be read as NPY ({e})") from e
+        raise MeshError(path, _numpy_reason(e, ".npy")) from e
 
 
 def _load_npz(path: Path) -> tuple[np.ndarray, str]:
+    _check_signature(path, _ZIP_MAGICS, ".npz")
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = list(z.files)
@@ -603,8 +634,8 @@ def _load_npz(path: Path) -> tuple[np.ndarray, str]:
                                           f"{' / '.join(NPZ_KEYS)}, or a single array")
                 key = keys[0]
             return z[key], key
-    except (ValueError, OSError, EOFError, KeyError) as e:
-        raise MeshError(path, f"cannot be read as NPZ ({type(e).__name__}: {e})") from e
+    except _NPZ_ERRORS as e:
+        raise MeshError(path, _numpy_reason(e, ".npz")) from e
 
 
 def read_point_file(path: str | os.PathLike) -> list[tuple[str, np.ndarray]]:

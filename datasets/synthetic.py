@@ -82,6 +82,14 @@ MARKER = "SYNTHETIC.json"
 def data_kind(root: str | os.PathLike) -> str:
     """"synthetic" when ``root`` holds this generator's marker file, else "real" (labels reported numbers)."""
     return "synthetic" if (Path(root) / MARKER).is_file() else "real"
+
+
+def data_seed(root: str | os.PathLike) -> int | None:
+    """The seed the synthetic data under ``root`` was generated with (its marker's ``seed``); None for real data
+    (no marker) or a marker without a seed. An unreadable marker raises InputFileError naming it."""
+    marker = _read_json(Path(root) / MARKER)
+    seed = marker.get("seed") if isinstance(marker, dict) else None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 SWAP_NOTE = ".synthetic-swap.json"
 TMP_PREFIX = ".synthetic-tmp-"
 NUM_POINTS = 2048

@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO_ROOT))
 import torch  # noqa: E402
 
 from datasets.classification import ClassificationData  # noqa: E402
-from datasets.synthetic import data_kind, generate  # noqa: E402
+from datasets.synthetic import data_kind, data_seed, generate  # noqa: E402
 from models import build_point_encoder  # noqa: E402
 from util.checkpoint import torch_load_checked  # noqa: E402
 from util.encoders import RANDOM_INIT, load_point_encoder  # noqa: E402
@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to run per seed (cls: classification fine-tuning, CrossPoint vs random init)")
     p.add_argument("--data_root", default=None,
                    help="existing data root (real archives or synthetic); default: generate data/synthetic_<preset>")
-    p.add_argument("--data_seed", type=int, default=1, help="seed of the generated synthetic data (fixed across seeds)")
+    p.add_argument("--data_seed", type=int, default=None,
+                   help="seed of the generated synthetic data, fixed across seeds (default 1; with --data_root: the "
+                        "seed its SYNTHETIC.json records, none for real data)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=2,
                    help="intra-op threads of every process (fixed, so results do not depend on the core count)")
@@ -107,15 +109,26 @@ class Stopwatch:
         return round(time.perf_counter() - self.start, 1)
 
 
-def prepare_data(args: argparse.Namespace) -> tuple[Path, str]:
-    """Returns (data root, "synthetic" | "real")."""
+def prepare_data(args: argparse.Namespace) -> tuple[Path, str, int | None]:
+    """Returns (data root, "synthetic" | "real", the seed the data was generated with: None for real data).
+
+    The seed of an existing ``--data_root`` is the one its SYNTHETIC.json records; a ``--data_seed`` that
+    contradicts it is refused (the reports would name a seed the data was not made with).
+    """
     if args.data_root is not None:
         root = Path(args.data_root)
-        return root, data_kind(root)
+        kind = data_kind(root)
+        seed = data_seed(root) if kind == "synthetic" else None
+        if args.data_seed is not None and args.data_seed != seed:
+            held = "real data" if kind == "real" else f"synthetic data of seed {seed} (its SYNTHETIC.json)"
+            raise SystemExit(f"quickstart: --data_seed {args.data_seed}, but --data_root {root} holds {held}; drop "
+                             "--data_seed (the seed is read from the data) or generate data with that seed.")
+        return root, kind, seed
     size = "full" if args.preset == "paper" else args.preset
     root = REPO_ROOT / "data" / f"synthetic_{size}"
-    generate(root, preset=size, seed=args.data_seed, progress=not args.no_progress)
-    return root, "synthetic"
+    seed = 1 if args.data_seed is None else args.data_seed
+    generate(root, preset=size, seed=seed, progress=not args.no_progress)
+    return root, "synthetic", seed
 
 
 def child_env(args: argparse.Namespace) -> dict[str, str]:
@@ -345,9 +358,10 @@ def _diff(d: dict[str, Any] | None) -> str:
 
 def ablation_markdown(report: dict[str, Any]) -> str:
     fs = report["fewshot"]
+    data = "real data" if report["data"] == "real" else f"data seed {report['data_seed']}"
     lines = [f"# Ablation over {len(report['seeds'])} seeds ({report['label']})", "",
-             f"Preset `{report['preset']}`, seeds {report['seeds']}, data seed {report['data_seed']}, device "
-             f"`{report['device']}`, {report['threads']} threads per process. Each cell: mean ± std over seeds "
+             f"Preset `{report['preset']}`, seeds {report['seeds']}, {data}, device `{report['device']}`, "
+             f"{report['threads']} threads per process. Each cell: mean ± std over seeds "
              "(sample std); differences: mean of the per-seed differences with a 95% paired t-interval over seeds; "
              "(n.s.): the interval contains 0. Few-shot cells are each seed's mean over "
              f"{fs['n_runs']} episodes.", "",
@@ -425,7 +439,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)  # this process evaluates; the training processes get the same count
     clock = Stopwatch()
-    data_root, kind = clock.run("data", prepare_data, args)
+    data_root, kind, args.data_seed = clock.run("data", prepare_data, args)
     if kind == "real" and args.preset != "paper":
         print(f"{data_root} holds real data: using the published settings (--preset paper).", flush=True)
         args.preset = "paper"

@@ -221,3 +221,33 @@ def test_any_garbage_file_is_one_clear_checkpoint_error(tmp_path):
             load_state_dict_file(path)
         msg = str(info.value)
         assert str(path) in msg and "\n" not in msg and "weights_only=False" not in msg
+
+
+def test_an_empty_file_is_named_empty(tmp_path):
+    """A 0-byte weights file or training state is 'empty (0 bytes)', not 'a pickle that needs arbitrary code'."""
+    from util.checkpoint import CheckpointError
+    from util.training import load_training_state
+
+    (tmp_path / "w.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"w\.pth: is empty \(0 bytes\)") as info:
+        load_state_dict_file(tmp_path / "w.pth")
+    assert "arbitrary code" not in str(info.value) and "\n" not in str(info.value)
+    (tmp_path / "training_state_last.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"training_state_last\.pt: is empty \(0 bytes\)") as info:
+        load_training_state(tmp_path / "training_state_last.pt", models={})
+    assert "arbitrary code" not in str(info.value)
+
+
+@pytest.mark.parametrize("sidecar", [b"\x80\x81garbage\xff", b'{"model": "dgcnn", "model_args": {"k": 2', b"[1, 2]",
+                                     b'"text"', b'{"model_args": [1]}', b'{"model_args": {"emb_dims": 0}}',
+                                     b'{"kind": ["point_encoder"]}', b'{"epoch": "3"}', b'{"version": 99}'])
+def test_a_corrupt_sidecar_is_one_line_naming_it(tmp_path, sidecar):
+    """Garbage, truncated JSON or JSON of the wrong type: an InputFileError (what the scripts print as one line)."""
+    from util.fileio import InputFileError, user_errors
+
+    (tmp_path / "w.json").write_bytes(sidecar)
+    with pytest.raises(InputFileError, match=r"w\.json"):
+        read_weights_meta(tmp_path / "w.pth")
+    with pytest.raises(SystemExit) as info, user_errors("prog"):
+        read_weights_meta(tmp_path / "w.pth")
+    assert str(tmp_path / "w.json") in str(info.value) and "\n" not in str(info.value)

@@ -94,3 +94,87 @@ def test_nothing_usable_is_an_error(ckpt, tmp_path):
     (tmp_path / "bad.off").write_text("OFF\n3 1 0\n0 0 0\n")
     with pytest.raises(SystemExit, match="nothing to embed"):
         _embed(ckpt, tmp_path / "f.npz", tmp_path / "bad.off")
+
+
+def _cloud(path):
+    np.save(path, np.random.default_rng(0).normal(size=(300, 3)).astype(np.float32))
+    return path
+
+
+@pytest.fixture
+def no_reading(monkeypatch):
+    """Fails a test that reads any input: flags and the output path are checked first."""
+    def read(*args, **kwargs):
+        raise AssertionError("inputs were read before the flags were checked")
+
+    monkeypatch.setattr(embed, "read_encoder_clouds", read)
+
+
+def test_existing_output_is_kept_unless_overwrite(ckpt, tmp_path, no_reading):
+    cloud, out = _cloud(tmp_path / "c.npy"), tmp_path / "f.npz"
+    out.write_bytes(b"an earlier result")
+    with pytest.raises(SystemExit, match=r"--output .*f\.npz exists.*--overwrite") as info:
+        _embed(ckpt, out, cloud)
+    assert "\n" not in str(info.value) and out.read_bytes() == b"an earlier result"
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(SystemExit, match=r"--output .*folder is a directory") as info:
+        _embed(ckpt, tmp_path / "folder", cloud, extra=["--overwrite"])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit, match=r"file is a file, not a folder"):
+        _embed(ckpt, tmp_path / "file" / "f.npz", cloud)
+
+
+def test_overwrite_replaces_the_output(ckpt, tmp_path):
+    cloud, out = _cloud(tmp_path / "c.npy"), tmp_path / "f.npz"
+    out.write_bytes(b"an earlier result")
+    _embed(ckpt, out, cloud, extra=["--overwrite"])
+    assert np.load(out)["features"].shape == (1, 64)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch_size", "0"], "--batch_size must be at least 1, got 0"),
+    (["--num_points", "0"], "--num_points must be at least 1, got 0"),
+    (["--k", "0"], "--k must be at least 1, got 0"),
+    (["--emb_dims", "-3"], "--emb_dims must be at least 1, got -3"),
+    (["--k", "300"], "--num_points 256 is smaller than --k 300"),
+    (["--num_points", "4"], "--num_points 4 is smaller than k=5 (from checkpoint meta)"),  # k from the sidecar
+])
+def test_bad_flags_are_one_line_before_any_input_is_read(ckpt, tmp_path, no_reading, flags, message):
+    with pytest.raises(SystemExit) as info:
+        _embed(ckpt, tmp_path / "f.npz", _cloud(tmp_path / "c.npy"), extra=flags)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_garbage_npy_and_npz_name_the_real_cause(ckpt, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _cloud(inputs / "good.npy")
+    (inputs / "garbage.npy").write_bytes(np.random.default_rng(1).bytes(300))
+    (inputs / "garbage.npz").write_bytes(np.random.default_rng(2).bytes(300))
+    (inputs / "empty.npy").write_bytes(b"")
+    np.save(inputs / "objects.npy", np.array([{"x": 1}], dtype=object))
+    np.savez(inputs / "objects.npz", points=np.array([{"x": 1}], dtype=object))
+    np.savez(inputs / "whole.npz", points=np.zeros((50, 3)))
+    (inputs / "truncated.npz").write_bytes((inputs / "whole.npz").read_bytes()[:60])
+    (inputs / "whole.npz").unlink()
+    _embed(ckpt, tmp_path / "f.npz", inputs)
+    skipped = dict(map(tuple, json.loads(str(np.load(tmp_path / "f.npz")["settings"]))["skipped"]))
+    reasons = {name.rsplit("/", 1)[1]: reason for name, reason in skipped.items()}
+    assert set(reasons) == {"garbage.npy", "garbage.npz", "empty.npy", "objects.npy", "objects.npz", "truncated.npz"}
+    assert not any("allow_pickle" in r or "pickle.load" in r for r in reasons.values()), reasons
+    assert "not a valid .npy file" in reasons["garbage.npy"] and "not a valid .npz file" in reasons["garbage.npz"]
+    assert "not a valid .npz file" in reasons["truncated.npz"] and "empty (0 bytes)" in reasons["empty.npy"]
+    assert "Python objects" in reasons["objects.npy"] and "Python objects" in reasons["objects.npz"]
+
+
+@pytest.mark.parametrize("sidecar", [b"\xff\xfe\x00garbage", b'{"model": "dgcnn", "model_ar', b"[1, 2]",
+                                     b'{"model_args": {"k": "five"}}', b'{"model": 3}'])
+def test_corrupt_sidecar_is_one_line_naming_it(ckpt, tmp_path, sidecar):
+    from util.fileio import user_errors
+
+    weights = tmp_path / "w.pth"
+    shutil.copyfile(ckpt, weights)
+    (tmp_path / "w.json").write_bytes(sidecar)
+    with pytest.raises(SystemExit) as info, user_errors(embed.PROG):
+        _embed(weights, tmp_path / "f.npz", _cloud(tmp_path / "c.npy"))
+    assert str(tmp_path / "w.json") in str(info.value) and "\n" not in str(info.value)

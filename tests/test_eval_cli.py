@@ -242,3 +242,82 @@ def test_fewshot_feeds_every_stored_point_by_default(tiny_ckpt, tiny_data_root, 
     assert cut["num_points"] == 128 and json.loads((tmp_path / "cut.json").read_text())["num_points_requested"] == 128
     assert eval_fewshot.build_parser().parse_args(["--model_path", "x"]).num_points is None
     assert eval_svm.build_parser().parse_args(["--model_path", "x"]).num_points == 1024
+
+
+@pytest.fixture
+def no_extraction(monkeypatch):
+    """Fails a test that extracts features: every flag is checked before."""
+    def extract(*args, **kwargs):
+        raise AssertionError("features were extracted before the flags were checked")
+
+    monkeypatch.setattr(eval_svm, "svm_on_dataset", extract)
+    monkeypatch.setattr(eval_fewshot, "load_features", extract)
+
+
+BAD_SVM_FLAGS = [
+    (["--batch_size", "0"], "--batch_size must be at least 1, got 0"),
+    (["--num_points", "0"], "--num_points must be at least 1, got 0"),
+    (["--k", "0"], "--k must be at least 1, got 0"),
+    (["--k", "300"], f"--num_points {NUM_POINTS} is smaller than --k 300"),
+    (["--num_points", "4"], "--num_points 4 is smaller than k=5 (from checkpoint meta)"),  # k from the sidecar
+    (["--C_grid", "0", "0.1"], "--C_grid must be a finite number > 0 (each value), got 0.0"),
+    (["--C_grid", "0.1", "-1"], "--C_grid must be a finite number > 0 (each value), got -1.0"),
+    (["--C_grid", "nan"], "--C_grid must be a finite number > 0 (each value), got nan"),
+    (["--C", "0"], "--C must be a finite number > 0, got 0.0"),
+    (["--C_grid", "0.1", "1", "--C_select", "cv", "--cv_folds", "1"], "--cv_folds must be at least 2, got 1"),
+    (["--cv_folds", "0"], "--cv_folds must be at least 2, got 0"),
+    (["--num_workers", "-1"], "--num_workers must be at least 0, got -1"),
+    (["--dataset", "modelnet40", "--variant", "pb_t50_rs"], "--dataset modelnet40 has no variants"),
+]
+
+
+@pytest.mark.parametrize("flags, message", BAD_SVM_FLAGS)
+def test_svm_bad_flags_are_one_line_before_extraction(tiny_ckpt, tiny_data_root, tmp_path, no_extraction, flags,
+                                                      message):
+    with pytest.raises(SystemExit) as info:
+        eval_svm.main(["--model_path", str(tiny_ckpt), "--data_root", str(tiny_data_root), "--output",
+                       str(tmp_path / "o.json"), *COMMON, *flags])
+    assert message in str(info.value) and str(info.value).startswith("eval_svm.py: ")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--k_way", "1"], "--k_way must be at least 2, got 1"),
+    (["--m_shot", "0"], "--m_shot must be at least 1, got 0"),
+    (["--n_query", "0"], "--n_query must be at least 1, got 0"),
+    (["--n_runs", "0"], "--n_runs must be at least 1, got 0"),
+    (["--svm_C", "-1"], "--svm_C must be a finite number > 0, got -1.0"),
+    (["--batch_size", "0"], "--batch_size must be at least 1, got 0"),
+    (["--k", "300"], f"--num_points {NUM_POINTS} is smaller than --k 300"),
+    (["--num_points", "4"], "--num_points 4 is smaller than k=5 (from checkpoint meta)"),
+    (["--dataset", "custom", "--variant", "obj_only"], "--dataset custom has no variants"),
+])
+def test_fewshot_bad_flags_are_one_line_before_extraction(tiny_ckpt, tiny_data_root, tmp_path, no_extraction, flags,
+                                                          message):
+    with pytest.raises(SystemExit) as info:
+        eval_fewshot.main(["--model_path", str(tiny_ckpt), "--data_root", str(tiny_data_root), "--output",
+                           str(tmp_path / "o.json"), *COMMON, *flags])
+    assert message in str(info.value) and str(info.value).startswith("eval_fewshot.py: ")
+    assert "\n" not in str(info.value)
+
+
+def test_variant_defaults_to_obj_bg_on_scanobjectnn_only():
+    for script in (eval_svm, eval_fewshot):
+        args = script.build_parser().parse_args(["--model_path", "x", "--dataset", "scanobjectnn"])
+        script.validate(args)
+        assert args.variant == "obj_bg"
+        args = script.build_parser().parse_args(["--model_path", "x"])
+        script.validate(args)
+        assert args.variant is None
+
+
+@pytest.mark.parametrize("sidecar", [b"\x89PNG garbage \xff", b'{"model": "dgcnn", "kind": "point_enc', b"[1,2]"])
+def test_svm_corrupt_sidecar_is_one_line_naming_it(tiny_ckpt, tiny_data_root, tmp_path, no_extraction, sidecar):
+    from util.fileio import user_errors
+
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(tiny_ckpt.read_bytes())
+    (tmp_path / "w.json").write_bytes(sidecar)
+    with pytest.raises(SystemExit) as info, user_errors(eval_svm.PROG):
+        eval_svm.main(["--model_path", str(weights), "--data_root", str(tiny_data_root), *COMMON])
+    assert str(tmp_path / "w.json") in str(info.value) and "\n" not in str(info.value)

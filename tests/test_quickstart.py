@@ -68,3 +68,22 @@ def test_paired_interval_and_summary():
     s = summarize([0.1, 0.2, 0.3])
     assert s["mean"] == pytest.approx(0.2) and s["std"] == pytest.approx(0.1)
     assert summarize([0.4])["std"] is None and paired_difference([0.4], [0.3])["ci_low"] is None
+
+
+def test_reports_record_the_seed_the_data_was_generated_with(quickstart, tiny_data_root, tmp_path, monkeypatch):
+    """--data_root: the data seed in ablation.json/.md is the one SYNTHETIC.json records (the tiny root: 0), not
+    the --data_seed default; real data has none; a contradicting --data_seed is refused."""
+    monkeypatch.setattr(quickstart, "run_seed", lambda args, seed, *rest: {"seed": seed, "arms": {}, "pretraining": {}})
+    monkeypatch.setattr(quickstart, "determinants", lambda *args: {})
+    common = ["--data_root", str(tiny_data_root), "--device", "cpu", "--seeds", "1", "2", "--no_progress",
+              "--runs_dir", str(tmp_path / "runs"), "--results_dir", str(tmp_path / "results")]
+    assert quickstart.main(common)["data_seed"] == 0
+    assert json.loads((tmp_path / "results" / "ablation.json").read_text())["data_seed"] == 0
+    assert "data seed 0," in (tmp_path / "results" / "ablation.md").read_text()
+    with pytest.raises(SystemExit, match=r"--data_seed 1, but --data_root .* holds synthetic data of seed 0"):
+        quickstart.main(common + ["--data_seed", "1"])
+    real = tmp_path / "real"
+    real.mkdir()
+    report = quickstart.main(common[:1] + [str(real)] + common[2:])
+    assert report["data"] == "real" and report["data_seed"] is None
+    assert "real data," in (tmp_path / "results" / "ablation.md").read_text()

@@ -139,3 +139,22 @@ def test_ddp_two_processes(tiny_data_root, tmp_path, repo_root):
     assert state["epoch"] == 1 and isinstance(state["rng"], list) and len(state["rng"]) == 2
     results = json.loads((run / "results.json").read_text())
     assert results["test"]["num_samples"] == 12
+
+
+@pytest.mark.parametrize("dataset", ["modelnet40", "custom"])
+def test_a_variant_for_a_set_without_variants_is_refused(tiny_data_root, tmp_path, dataset):
+    with pytest.raises(SystemExit) as info:
+        train_cls.main(_argv(tiny_data_root, tmp_path, "v", "--dataset", dataset, "--variant", "pb_t50_rs"))
+    msg = str(info.value)
+    assert f"--variant pb_t50_rs is a ScanObjectNN variant, but --dataset {dataset} has no variants" in msg
+    assert "\n" not in msg and not (tmp_path / "v").exists()  # refused before the run directory exists
+
+
+@pytest.mark.parametrize("sidecar", [b"\x00\x01garbage\xfe", b'{"model": "dgcnn", "model_args": {"k"', b"[1, 2]"])
+def test_a_corrupt_sidecar_of_pretrained_path_is_one_line(tiny_data_root, tmp_path, pretrained, sidecar):
+    weights = tmp_path / "point_encoder_best.pth"
+    weights.write_bytes((pretrained / "checkpoints" / "point_encoder_best.pth").read_bytes())
+    (tmp_path / "point_encoder_best.json").write_bytes(sidecar)
+    with pytest.raises(SystemExit) as info:
+        train_cls.main(_argv(tiny_data_root, tmp_path, "s", "--pretrained_path", str(weights)))
+    assert str(tmp_path / "point_encoder_best.json") in str(info.value) and "\n" not in str(info.value)

@@ -231,6 +231,16 @@ def test_rejects_a_classification_checkpoint(tiny_data_root, tmp_path):
         train_partseg.main(_argv(tiny_data_root, tmp_path, "bad", "--pretrained_path", str(path)))
 
 
+@pytest.mark.parametrize("sidecar", [b"\xff\xd8garbage\x00", b'{"model": "dgcnn_seg", "model_args": {"k"', b"[1, 2]"])
+def test_a_corrupt_sidecar_of_pretrained_path_is_one_line(tiny_data_root, tmp_path, sidecar):
+    path = tmp_path / "point_encoder_best.pth"
+    save_weights(DGCNNPartSeg(k=8, emb_dims=32, pretrain=True).state_dict(), path)
+    (tmp_path / "point_encoder_best.json").write_bytes(sidecar)
+    with pytest.raises(SystemExit) as info:
+        train_partseg.main(_argv(tiny_data_root, tmp_path, "s", "--pretrained_path", str(path)))
+    assert str(tmp_path / "point_encoder_best.json") in str(info.value) and "\n" not in str(info.value)
+
+
 @pytest.mark.slow
 def test_resume_continues_exactly(tiny_data_root, tmp_path):
     common = ["--emb_dims", "32", "--batch_size", "8", "--epochs", "2", "--max_steps_per_epoch", "2"]

@@ -76,13 +76,16 @@ def torch_load_checked(path: str | os.PathLike, what: str, map_location: str | t
         map_location: where tensors are put.
     Raises:
         FileNotFoundError: the file does not exist (or is a directory).
-        CheckpointError: the file is not a readable PyTorch file (random bytes, truncated, or a pickle
-            that would need arbitrary code), with a one-line message.
+        CheckpointError: the file is empty (0 bytes) or not a readable PyTorch file (random bytes, truncated,
+            or a pickle that would need arbitrary code), with a one-line message.
     """
     path = Path(path)
     if not path.is_file():
         state = "is a directory, not a file" if path.is_dir() else "does not exist"
         raise FileNotFoundError(f"{path}: {state}; expected {what}.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: is empty (0 bytes); expected {what}. Its writing never finished (a copy "
+                              "or download that failed); replace it with a complete copy.")
     try:
         with warnings.catch_warnings():
             # Garbage bytes can look like an unusual pickle protocol; torch then warns before failing.
@@ -129,6 +132,8 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 SIDECAR_VERSION = 1
 _META_FIELDS = ("model", "kind", "model_args", "epoch", "source", "config", "version")
+# Constructor arguments that are positive integers when a sidecar holds them.
+_INT_MODEL_ARGS = ("k", "emb_dims", "num_classes", "num_parts")
 
 
 @dataclass
@@ -174,14 +179,26 @@ class WeightsMeta:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "weights sidecar") -> "WeightsMeta":
-        """Parse the flat JSON object (unknown keys go to ``extra``); a ValueError names ``source``."""
+        """Parse the flat JSON object (unknown keys go to ``extra``).
+
+        Raises CheckpointError (a ValueError) naming ``source`` when a field has the wrong JSON type.
+        """
         version = data.get("version", 1)
-        if not isinstance(version, int) or version > SIDECAR_VERSION:
-            raise ValueError(f"{source}: weights sidecar version {version!r} is not one this code reads "
-                             f"(<= {SIDECAR_VERSION}); update the code or delete the sidecar.")
+        if not isinstance(version, int) or isinstance(version, bool) or version > SIDECAR_VERSION:
+            raise CheckpointError(f"{source}: weights sidecar version {version!r} is not one this code reads "
+                                  f"(<= {SIDECAR_VERSION}); update the code or delete the sidecar.")
         model_args = data.get("model_args") or {}
         if not isinstance(model_args, Mapping):
-            raise ValueError(f"{source}: 'model_args' must be a JSON object, got {type(model_args).__name__}.")
+            raise CheckpointError(f"{source}: 'model_args' must be a JSON object, got {type(model_args).__name__}.")
+        expected = {"model": str, "kind": str, "source": str, "epoch": int, "config": Mapping}
+        wrong = [name for name, kind in expected.items() if data.get(name) is not None
+                 and (not isinstance(data[name], kind) or isinstance(data[name], bool))]
+        wrong += [f"model_args.{name}" for name in _INT_MODEL_ARGS if model_args.get(name) is not None
+                  and (not isinstance(model_args[name], int) or isinstance(model_args[name], bool)
+                       or model_args[name] < 1)]
+        if wrong:
+            raise CheckpointError(f"{source}: the weights sidecar has values of the wrong type ({', '.join(wrong)}); "
+                                  "delete or fix it (it describes the weights file next to it).")
         return cls(model=data.get("model"), kind=data.get("kind"), model_args=dict(model_args),
                    epoch=data.get("epoch"), source=data.get("source"), config=data.get("config"),
                    extra={k: v for k, v in data.items() if k not in _META_FIELDS}, version=version)
@@ -196,13 +213,19 @@ class WeightsMeta:
 
     @classmethod
     def read(cls, weights_path: str | os.PathLike) -> "WeightsMeta | None":
-        """The sidecar of ``weights_path``, or None when there is none. A ValueError names a bad sidecar."""
+        """The sidecar of ``weights_path``, or None when there is none.
+
+        Raises CheckpointError (one line naming the sidecar, which the command-line scripts print without a
+        traceback) when it is not valid UTF-8 JSON, not a JSON object, or has fields of the wrong type.
+        """
         sidecar = cls.path_for(weights_path)
         if not sidecar.is_file():
             return None
-        data = read_json(sidecar, error=ValueError, hint="it is the sidecar of the weights file; delete or fix it")
+        data = read_json(sidecar, error=CheckpointError,
+                         hint="it is the sidecar of the weights file next to it; delete or fix it")
         if not isinstance(data, dict):
-            raise ValueError(f"{sidecar}: expected a JSON object in the weights sidecar, got {type(data).__name__}.")
+            raise CheckpointError(f"{sidecar}: expected a JSON object in the weights sidecar, got "
+                                  f"{type(data).__name__}; delete or fix it.")
         return cls.from_dict(data, source=str(sidecar))
 
 

@@ -287,8 +287,12 @@ def summary_table(results: dict[str, dict[str, Any]]) -> None:
 
 
 def add_eval_arguments(p: argparse.ArgumentParser, datasets: Sequence[str], variants: Sequence[str],
-                       num_points_default: int | None, num_points_help: str) -> None:
-    """Arguments of the evaluation scripts: checkpoint, model, data, features, cache, output."""
+                       variant_help: str, num_points_default: int | None, num_points_help: str) -> None:
+    """Arguments of the evaluation scripts: checkpoint, model, data, features, cache, output.
+
+    ``--variant`` defaults to None (not given): the script resolves it with the data set's rule
+    (``datasets.classification.check_variant``, described by ``variant_help``).
+    """
     p.add_argument("--model_path", required=True,
                    help=f"point-encoder weights (.pth state dict: published dgcnn_cls_best.pth or this project's "
                         f"point_encoder_best.pth), or '{RANDOM_INIT}' for a randomly initialized encoder")
@@ -301,8 +305,7 @@ def add_eval_arguments(p: argparse.ArgumentParser, datasets: Sequence[str], vari
                    help="embedding size (default: meta, else read from inv_head.0.weight, else 1024 (paper))")
     p.add_argument("--dataset", choices=datasets, default="modelnet40",
                    help="evaluation set (custom: a root written by python -m datasets.prepare_meshes)")
-    p.add_argument("--variant", choices=variants, default="obj_bg",
-                   help="ScanObjectNN variant (paper and original code: obj_bg = main_split)")
+    p.add_argument("--variant", choices=variants, default=None, help=variant_help)
     p.add_argument("--data_root", default="data", help="data root holding the dataset folders")
     p.add_argument("--num_points", type=int, default=num_points_default, help=num_points_help)
     p.add_argument("--batch_size", type=int, default=32, help="feature-extraction batch size")

@@ -70,7 +70,7 @@ from util.training import (
 )
 
 __all__ = ["Run", "add_run_arguments", "check_args", "check_batch", "check_points_for_k",
-           "resolve_resume_path", "run_training", "AT_LEAST_0", "AT_LEAST_1", "POSITIVE",
+           "resolve_resume_path", "run_training", "AT_LEAST_0", "AT_LEAST_1", "AT_LEAST_2", "POSITIVE",
            "NON_NEGATIVE", "FRACTION", "PROBABILITY"]
 
 
@@ -130,6 +130,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, default_name: str, dat
 Rule = tuple[Callable[[Any], bool], str]
 AT_LEAST_0: Rule = (lambda v: v >= 0, "at least 0")
 AT_LEAST_1: Rule = (lambda v: v >= 1, "at least 1")
+AT_LEAST_2: Rule = (lambda v: v >= 2, "at least 2")
 POSITIVE: Rule = (lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 NON_NEGATIVE: Rule = (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 FRACTION: Rule = (lambda v: 0.0 < v < 1.0, "in (0, 1)")
@@ -138,10 +139,11 @@ PROBABILITY: Rule = (lambda v: 0.0 <= v < 1.0, "in [0, 1)")
 
 def check_args(prog: str, args: argparse.Namespace, rules: Mapping[str, Rule]) -> None:
     """Validate flags before anything is created: ``rules`` plus the rules of the flags every training script
-    shares (epochs, batch_size, num_points, k, emb_dims, lr, wd and the run arguments).
+    shares (epochs, batch_size, num_points, k, emb_dims, lr, wd and the run arguments). The evaluation scripts
+    and embed.py use it too: a shared flag they do not have is simply absent.
 
-    A flag that is None (not given) is skipped. Raises SystemExit naming the first bad flag, its value and
-    what it must be.
+    A flag that is None (not given) is skipped; a list-valued flag (``nargs``) is checked element by element.
+    Raises SystemExit naming the first bad flag, its value and what it must be.
     """
     shared = {"epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "num_points": AT_LEAST_1, "k": AT_LEAST_1,
               "emb_dims": AT_LEAST_1, "lr": POSITIVE, "wd": NON_NEGATIVE, "stop_after": AT_LEAST_1,
@@ -149,8 +151,10 @@ def check_args(prog: str, args: argparse.Namespace, rules: Mapping[str, Rule]) -
               "print_freq": AT_LEAST_0, "grad_clip": POSITIVE}
     for name, (ok, must) in {**shared, **rules}.items():
         value = getattr(args, name, None)
-        if value is not None and not ok(value):
-            raise SystemExit(f"{prog}: --{name} must be {must}, got {value}.")
+        several = isinstance(value, (list, tuple))
+        bad = [v for v in (value if several else [value]) if v is not None and not ok(v)]
+        if bad:
+            raise SystemExit(f"{prog}: --{name} must be {must}{' (each value)' if several else ''}, got {bad[0]}.")
     if getattr(args, "resume", None) and getattr(args, "overwrite", False):
         raise SystemExit(f"{prog}: --resume continues a run and --overwrite deletes it; pass only one.")
 
@@ -164,10 +168,14 @@ def check_batch(prog: str, batch_size: int, world_size: int, why_two: str) -> No
         raise SystemExit(f"{prog}: {why_two} needs at least 2 samples per batch per process; raise --batch_size.")
 
 
-def check_points_for_k(prog: str, num_points: int | None, k: int | None) -> None:
-    """DGCNN takes the k nearest neighbours among a cloud's points: it needs num_points >= k."""
+def check_points_for_k(prog: str, num_points: int | None, k: int | None, k_source: str | None = None) -> None:
+    """DGCNN takes the k nearest neighbours among a cloud's points: it needs num_points >= k.
+
+    ``k_source`` says where a k that was not given as ``--k`` came from (e.g. "checkpoint meta").
+    """
     if num_points is not None and k is not None and num_points < k:
-        raise SystemExit(f"{prog}: --num_points {num_points} is smaller than --k {k}; DGCNN needs at least k "
+        what = f"--k {k}" if k_source is None else f"k={k} (from {k_source})"
+        raise SystemExit(f"{prog}: --num_points {num_points} is smaller than {what}; DGCNN needs at least k "
                          "points per cloud.")
 
 
