@@ -18,9 +18,9 @@ The fast formulation (``impl="fast"``) computes the same function without any (B
   max over sign(gamma) * A gives every channel.
 - A custom autograd function saves the selected neighbour slot per (point, channel) and scatters
   gradients through it; the terms through the batch statistics use the same per-point sums.
-- Neighbour sums are chunked gathers and index_adds (no sparse matrix, whose CSR rules of sorted,
-  distinct columns per row duplicate neighbours would break), and nothing in the forward or backward
-  waits for the device: no data-dependent branch, shape or .item().
+- Neighbour sums are bag sums (``embedding_bag``), not a sparse matrix: duplicate neighbours would
+  break the CSR rule of sorted, distinct columns per row. Nothing in the forward or backward waits
+  for the device: no data-dependent branch, shape or .item().
 - With a sync BatchNorm (:mod:`models.sync_bn`, ``--sync_bn``) in training mode under a process
   group, the per-rank moments are pooled by one all-reduce in the forward pass and the per-channel
   gradient sums by one all-reduce in the backward pass, as ``nn.SyncBatchNorm`` does.
@@ -298,7 +298,7 @@ def _neighbor_max(
 
 
 def _neighbor_sum(values: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
-    """S_i = sum_j values[nbr[i, j]]: each point's sum over its neighbours, in chunks of points.
+    """S_i = sum_j values[nbr[i, j]]: each point's sum over its neighbours (one bag of k rows per point).
 
     Args:
         values: (P, C) per-point values.
@@ -306,21 +306,14 @@ def _neighbor_sum(values: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
     Returns:
         (P, C) sums.
     """
-    num_rows, channels = values.shape
-    k = nbr.shape[1]
-    flat = nbr.reshape(-1)  # (P*k,)
-    out = values.new_empty(num_rows, channels)
-    chunk_elems = _MAX_CHUNK_ELEMS if values.device.type == "cpu" else _MAX_CHUNK_ELEMS_ACCEL
-    chunk = max(1, chunk_elems // (k * channels))
-    for start in range(0, num_rows, chunk):
-        stop = min(start + chunk, num_rows)
-        gathered = values.index_select(0, flat[start * k : stop * k]).view(stop - start, k, channels)  # (c, k, C)
-        torch.sum(gathered, dim=1, out=out[start:stop])  # (c, C)
-    return out
+    return F.embedding_bag(nbr, values, mode="sum")  # (P, C)
 
 
 def _sum_to_neighbors(values: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
-    """T_p = sum over the edges (i, j) with nbr[i, j] = p of values[i], in chunks of points.
+    """T_p = sum over the edges (i, j) with nbr[i, j] = p of values[i].
+
+    The edges sorted by target point (stable, so sources stay in ascending order) form one bag per
+    point; a sum over bags needs no atomics, so the result does not depend on scheduling.
 
     Args:
         values: (P, C) per-point values.
@@ -328,16 +321,11 @@ def _sum_to_neighbors(values: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
     Returns:
         (P, C) sums (zero for points that are nobody's neighbour).
     """
-    num_rows, channels = values.shape
-    k = nbr.shape[1]
-    out = torch.zeros_like(values)  # (P, C)
-    chunk_elems = _MAX_CHUNK_ELEMS if values.device.type == "cpu" else _MAX_CHUNK_ELEMS_ACCEL
-    chunk = max(1, chunk_elems // (k * channels))
-    for start in range(0, num_rows, chunk):
-        stop = min(start + chunk, num_rows)
-        source = values[start:stop].unsqueeze(1).expand(-1, k, -1).reshape((stop - start) * k, channels)  # (c*k, C)
-        out.index_add_(0, nbr[start:stop].reshape(-1), source)  # (P, C)
-    return out
+    num_rows, k = nbr.shape
+    targets, order = torch.sort(nbr.reshape(-1), stable=True)  # (P*k,) each, edges grouped by target point
+    points = torch.arange(num_rows, dtype=targets.dtype, device=nbr.device)  # (P,)
+    offsets = torch.searchsorted(targets, points)  # (P,) first edge of each target point
+    return F.embedding_bag(order // k, values, offsets, mode="sum")  # (P, C)
 
 
 def _in_degree(nbr: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -212,6 +212,7 @@ def _ec_layers_worker(rank: int, world_size: int, port: int, out_dir: str) -> No
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_sync_stats_over_two_ranks_equal_one_process(tmp_path):
     world_size = 2
     mp.spawn(_ec_layers_worker, args=(world_size, _ec_free_port(), str(tmp_path)), nprocs=world_size, join=True)
