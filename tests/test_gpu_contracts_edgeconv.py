@@ -106,9 +106,10 @@ def _ec_count_syncs(monkeypatch) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_fast_dgcnn_forward_backward_without_host_syncs(monkeypatch, training):
+@pytest.mark.parametrize("network", ["dgcnn", "dgcnn_seg"])
+def test_fast_dgcnn_forward_backward_without_host_syncs(monkeypatch, training, network):
     torch.manual_seed(0)
-    model = DGCNN(k=6, emb_dims=32, edgeconv="fast").train(training)
+    model = build_point_encoder(network, k=6, emb_dims=32, edgeconv="fast").train(training)
     with torch.no_grad():
         model.bn2.weight[:3] = 0.0  # zero and negative scales take the branch-free paths
         model.bn3.weight[:3] = -1.0
