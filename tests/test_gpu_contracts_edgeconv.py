@@ -343,7 +343,8 @@ def test_every_training_script_has_sync_bn():
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_with_sync_bn(tiny_data_root, tmp_path, repo_root):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train_crossmodal.py",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "train_crossmodal.py",
            *ec_crossmodal_ref._argv(tiny_data_root, tmp_path, "sync", "--epochs", "1", "--max_steps_per_epoch", "1",
                                     "--device", "cpu", "--probe_dataset", "none", "--gather_negatives", "--sync_bn")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo_root)}
