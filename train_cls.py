@@ -41,6 +41,7 @@ from datasets.classification import (CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIA
 from datasets.synthetic import data_kind
 from models import CLS_HEAD_PREFIXES, DGCNN_K, build_classifier
 from models.losses import smoothed_cross_entropy
+from models.sync_bn import convert_sync_batchnorm
 from util import distributed
 from util.checkpoint import (CheckpointError, WeightsMeta, find_weights_file, load_point_encoder_file, load_pretrained,
                              load_state_dict_file, load_with_new_head, resolve_settings, summarize_keys)
@@ -253,6 +254,8 @@ def setup(run: Run) -> FineTuning:
     optimizer = make_optimizer(args.optimizer, params, args.lr, args.momentum, args.wd)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs, eta_min=args.eta_min)
     loader = run.train_loader(train_set, args.batch_size, args.num_workers)
+    if args.sync_bn and run.info.is_distributed:
+        model = convert_sync_batchnorm(model)  # BatchNorm (and fast EdgeConv) statistics over all ranks
     net = distributed.wrap_ddp(model, device)
     loss_fn = functools.partial(smoothed_cross_entropy, eps=args.label_smoothing)
     run.start({"model": model}, optimizer, scheduler, make_grad_scaler(device, args.amp), model_settings=MODEL_SETTINGS,

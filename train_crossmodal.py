@@ -37,6 +37,7 @@ from datasets.synthetic import data_kind
 from datasets.transforms import crosspoint_image_transform
 from models import build_image_encoder, build_point_encoder
 from models.losses import crosspoint_loss, nt_xent
+from models.sync_bn import convert_sync_batchnorm
 from util import distributed
 from util.checkpoint import WeightsMeta
 from util.presets import PRETRAIN_K, PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
@@ -330,11 +331,16 @@ def setup(run: Run) -> Pretraining:
     loader = run.train_loader(dataset, args.batch_size, args.num_workers, args.persistent_workers)
 
     point_encoder = build_point_encoder(args.model, k=args.k, emb_dims=args.emb_dims, edgeconv=args.edgeconv)
+    sync_bn = args.sync_bn and info.is_distributed  # BatchNorm (and fast EdgeConv) statistics over all ranks
+    if sync_bn:
+        point_encoder = convert_sync_batchnorm(point_encoder)
     models: dict[str, nn.Module] = {"point_encoder": point_encoder.to(device)}
     param_groups = [{"params": list(point_encoder.parameters()), "name": "point"}]
     image_net: nn.Module | None = None
     if not args.imid_only:
         image_encoder = build_image_encoder(args.img_model).to(device)
+        if sync_bn:
+            image_encoder = convert_sync_batchnorm(image_encoder)
         if args.channels_last and device.type == "cuda":
             image_encoder.to(memory_format=torch.channels_last)
         models["image_encoder"] = image_encoder

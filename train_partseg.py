@@ -36,6 +36,7 @@ from datasets.shapenet_part import ShapeNetPart
 from datasets.synthetic import data_kind
 from models.dgcnn import DGCNNPartSeg
 from models.losses import smoothed_cross_entropy
+from models.sync_bn import convert_sync_batchnorm
 from util import distributed
 from util.checkpoint import (CheckpointError, WeightsMeta, find_weights_file, load_pretrained, load_state_dict_file,
                               load_with_new_head, resolve_settings, summarize_keys)
@@ -349,6 +350,8 @@ def setup(run: Run) -> FineTuning:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs, eta_min=args.eta_min)
     else:
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=20, gamma=0.5)
+    if args.sync_bn and info.is_distributed:
+        model = convert_sync_batchnorm(model)  # BatchNorm (and fast EdgeConv) statistics over all ranks
     net = distributed.wrap_ddp(model, device)
     seg_start = trainval.seg_start_index
     step_fn = PartSegStep(net, device, args.amp, seg_start, functools.partial(smoothed_cross_entropy, eps=args.label_smoothing),

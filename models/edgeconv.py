@@ -18,20 +18,29 @@ The fast formulation (``impl="fast"``) computes the same function without any (B
   max over sign(gamma) * A gives every channel.
 - A custom autograd function saves the selected neighbour slot per (point, channel) and scatters
   gradients through it; the terms through the batch statistics use the same per-point sums.
+- Neighbour sums are bag sums (``embedding_bag``), not a sparse matrix: duplicate neighbours would
+  break the CSR rule of sorted, distinct columns per row. Nothing in the forward or backward waits
+  for the device: no data-dependent branch, shape or .item().
+- With a sync BatchNorm (:mod:`models.sync_bn`, ``--sync_bn``) in training mode under a process
+  group, the per-rank moments are pooled by one all-reduce in the forward pass and the per-channel
+  gradient sums by one all-reduce in the backward pass, as ``nn.SyncBatchNorm`` does.
 
 :func:`knn` (used by both) computes the original neighbour choice without autograd, in chunks of
 clouds, with a faster CPU top-k; :func:`knn_plain` is the original expression.
 """
 
-import warnings
-
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.sync_bn import combine_moments, gather_rows, sync_group
+
 
 def knn_plain(x: torch.Tensor, k: int) -> torch.Tensor:
-    """kNN exactly as written in the original DGCNN code (reference for tests and benchmarks).
+    """kNN as written in the original DGCNN code (reference for tests and benchmarks), in float32.
+
+    Under autocast the distances are still computed in float32 (or float64 for float64 input).
 
     Args:
         x: (B, C, N) point features.
@@ -39,10 +48,14 @@ def knn_plain(x: torch.Tensor, k: int) -> torch.Tensor:
     Returns:
         (B, N, k) int64 indices into the N points, nearest first.
     """
-    inner = -2 * torch.matmul(x.transpose(2, 1), x)  # (B, N, N)
-    xx = torch.sum(x**2, dim=1, keepdim=True)  # (B, 1, N)
-    neg_sq_dist = -xx - inner - xx.transpose(2, 1)  # (B, N, N)
-    return neg_sq_dist.topk(k=k, dim=-1)[1]  # (B, N, k)
+    # Differs from the original (which never ran under autocast): the distances are computed in
+    # at least float32 under autocast, as in knn; half precision changes ~10% of neighbour sets.
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.to(torch.promote_types(x.dtype, torch.float32))
+        inner = -2 * torch.matmul(x.transpose(2, 1), x)  # (B, N, N)
+        xx = torch.sum(x**2, dim=1, keepdim=True)  # (B, 1, N)
+        neg_sq_dist = -xx - inner - xx.transpose(2, 1)  # (B, N, N)
+        return neg_sq_dist.topk(k=k, dim=-1)[1]  # (B, N, k)
 
 
 _KNN_CHUNK_ELEMS = 1 << 22  # at most this many (i, j) scores (16 MiB in float32) exist at once on CPU
@@ -284,26 +297,85 @@ def _neighbor_max(
     return vals, slot
 
 
-def _adjacency(nbr: torch.Tensor, dtype: torch.dtype, transpose: bool) -> torch.Tensor:
-    """Sparse CSR (P, P) neighbour-count matrix G[i, p] = #{j : nbr[i, j] = p} (or its transpose).
+def _neighbor_sum(values: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
+    """S_i = sum_j values[nbr[i, j]]: each point's sum over its neighbours (one bag of k rows per point).
 
-    G @ v sums v over each point's neighbours; G^T @ v sums v over the edges pointing at each point.
+    Args:
+        values: (P, C) per-point values.
+        nbr: (P, k) row indices into values (duplicates allowed).
+    Returns:
+        (P, C) sums.
+    """
+    return F.embedding_bag(nbr, values, mode="sum")  # (P, C)
+
+
+def _sum_to_neighbors(values: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
+    """T_p = sum over the edges (i, j) with nbr[i, j] = p of values[i].
+
+    The edges sorted by target point (stable, so sources stay in ascending order) form one bag per
+    point; a sum over bags needs no atomics, so the result does not depend on scheduling.
+
+    Args:
+        values: (P, C) per-point values.
+        nbr: (P, k) row indices (duplicates allowed).
+    Returns:
+        (P, C) sums (zero for points that are nobody's neighbour).
     """
     num_rows, k = nbr.shape
+    targets, order = torch.sort(nbr.reshape(-1), stable=True)  # (P*k,) each, edges grouped by target point
+    points = torch.arange(num_rows, dtype=targets.dtype, device=nbr.device)  # (P,)
+    offsets = torch.searchsorted(targets, points)  # (P,) first edge of each target point
+    return F.embedding_bag(order // k, values, offsets, mode="sum")  # (P, C)
+
+
+def _in_degree(nbr: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(P, k) neighbour rows -> (P,) number of edges pointing at each point, without a host sync."""
     flat = nbr.reshape(-1)  # (P*k,)
-    if transpose:
-        order = torch.argsort(flat, stable=True)  # (P*k,) edges grouped by target point
-        cols = order // k  # (P*k,) source point of each edge
-        counts = torch.bincount(flat, minlength=num_rows)  # (P,)
-        crow = torch.zeros(num_rows + 1, dtype=torch.long, device=nbr.device)
-        torch.cumsum(counts, dim=0, out=crow[1:])
-    else:
-        cols = flat
-        crow = torch.arange(0, num_rows * k + 1, k, device=nbr.device)  # (P+1,)
-    values = torch.ones(num_rows * k, dtype=dtype, device=nbr.device)  # (P*k,)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-        return torch.sparse_csr_tensor(crow, cols, values, (num_rows, num_rows), check_invariants=False)
+    ones = torch.ones(flat.shape[0], dtype=dtype, device=nbr.device)  # (P*k,)
+    return torch.zeros(nbr.shape[0], dtype=dtype, device=nbr.device).index_add_(0, flat, ones)  # (P,)
+
+
+def _edge_batch_stats(a: torch.Tensor, b: torch.Tensor, nbr: torch.Tensor, group) -> dict[str, torch.Tensor]:
+    """BatchNorm statistics over the edges y_ij = A_nbr(i,j) + B_i, from per-point sums.
+
+    With a process group (sync BatchNorm), every rank computes its own moments, one all-reduce
+    gathers them and each rank pools them exactly (:func:`models.sync_bn.combine_moments`); the
+    centred tables are then shifted to the global means.
+
+    Args:
+        a, b: (P, C) per-point tables.
+        nbr: (P, k) neighbour rows.
+        group: process group to pool the statistics over, or None (this process only).
+    Returns:
+        dict with indeg (P,), a_c, b_c, s_c (P, C) (tables centred on the edge means of A_nbr and B,
+        S_i = sum_j a_c[nbr(i,j)]), mean_a, mean (C,) (edge means of A_nbr and of y), var (C,)
+        (biased) and count (the number of edges: an int, or a () tensor when pooled over ranks).
+    """
+    num_rows, k = nbr.shape
+    num_edges = num_rows * k
+    indeg = _in_degree(nbr, a.dtype)  # (P,) in-degrees
+    mean_a = (indeg @ a) / num_edges  # (C,) edge mean of A_nbr
+    mean_b = b.mean(dim=0)  # (C,) edge mean of B_i
+    a_c = a - mean_a  # (P, C)
+    b_c = b - mean_b  # (P, C)
+    s_c = _neighbor_sum(a_c, nbr)  # (P, C) S_i = sum_j a_c[nbr(i,j)]
+    sq_sum = indeg @ a_c.square() + 2 * (b_c * s_c).sum(dim=0) + k * b_c.square().sum(dim=0)  # (C,)
+    count = num_edges
+    if group is not None:
+        channels = a.shape[1]
+        local = torch.cat((a.new_full((1,), num_edges), mean_a, mean_b, sq_sum))  # (1 + 3C,)
+        table = gather_rows(local, group, differentiable=False)  # (W, 1 + 3C)
+        counts, means_a, means_b = table[:, 0], table[:, 1 : 1 + channels], table[:, 1 + channels : 1 + 2 * channels]
+        count, mean, sq_sum = combine_moments(counts, means_a + means_b, table[:, 1 + 2 * channels :])
+        global_a = (counts.unsqueeze(1) * means_a).sum(dim=0) / count  # (C,)
+        shift_a, shift_b = global_a - mean_a, (mean - global_a) - mean_b  # (C,) each
+        a_c.sub_(shift_a)
+        b_c.sub_(shift_b)
+        s_c.sub_(shift_a, alpha=k)
+        mean_a, mean_b = global_a, mean - global_a
+    var = (sq_sum / count).clamp_(min=0)  # (C,) biased variance, used for normalization
+    return {"indeg": indeg, "a_c": a_c, "b_c": b_c, "s_c": s_c, "mean_a": mean_a, "mean": mean_a + mean_b,
+            "var": var, "count": count}
 
 
 class _EdgeConvBNMax(torch.autograd.Function):
@@ -335,27 +407,25 @@ class _EdgeConvBNMax(torch.autograd.Function):
         update_factor: float | None,
         eps: float,
         negative_slope: float,
+        group,
     ) -> torch.Tensor:
-        num_rows, channels = a.shape
+        num_rows = a.shape[0]
         k = nbr.shape[1]
         num_edges = num_rows * k
         needs_grad = any(ctx.needs_input_grad[i] for i in (0, 1, 3, 4))
 
         # BN affine + LeakyReLU is increasing in y where gamma > 0 and decreasing where gamma < 0:
         # one max over sign(gamma) * A selects every channel's edge.
+        # No data-dependent branch (it would wait for the device): sign 1 everywhere costs a multiply.
         sign = None if weight is None else torch.sign(weight.detach()).to(a.dtype)  # (C,) in {-1, 0, 1}
-        if sign is not None and bool((sign == 1).all()):
-            sign = None
         a_signed = a + 0.0 if sign is None else a * sign + 0.0  # (P, C) adding 0.0 turns -0.0 into +0.0
         a_sel, slot = _neighbor_max(a_signed, nbr, need_slot=needs_grad)  # (P, C) max of sign * A
         del a_signed
         if sign is not None:
             a_sel.mul_(sign)  # (P, C) A at the selected neighbour
-            zero = sign == 0
-            if bool(zero.any()):
-                # gamma == 0: all edge outputs equal beta; torch.max (plain formulation) returns
-                # slot 0, and so does the max over 0 * A; A there is that of neighbour slot 0.
-                a_sel[:, zero] = a.index_select(0, nbr[:, 0])[:, zero]
+            # gamma == 0: all edge outputs equal beta; torch.max (plain formulation) returns slot 0,
+            # and so does the max over 0 * A; A there is that of neighbour slot 0.
+            a_sel = torch.where(sign == 0, a.index_select(0, nbr[:, 0]), a_sel)  # (P, C)
 
         if use_batch_stats:
             if num_edges <= 1:
@@ -363,21 +433,13 @@ class _EdgeConvBNMax(torch.autograd.Function):
                     "models/edgeconv.py: BatchNorm in training mode needs more than 1 value per channel "
                     f"(got B*N*k = {num_edges})."
                 )
-            indeg = torch.bincount(nbr.reshape(-1), minlength=num_rows).to(a.dtype)  # (P,) in-degrees
-            mean_a = (indeg @ a) / num_edges  # (C,) edge mean of A_nbr
-            mean_b = b.mean(dim=0)  # (C,) edge mean of B_i
-            a_c = a - mean_a  # (P, C)
-            b_c = b - mean_b  # (P, C)
-            s_c = _adjacency(nbr, a.dtype, transpose=False) @ a_c  # (P, C) S_i = sum_j a_c[nbr(i,j)]
-            var = (indeg @ a_c.square() + 2 * (b_c * s_c).sum(dim=0) + k * b_c.square().sum(dim=0)) / num_edges
-            var = var.clamp_(min=0)  # (C,) biased variance, used for normalization
-            mean = mean_a + mean_b  # (C,)
+            st = _edge_batch_stats(a, b, nbr, group)
             if update_factor is not None:
-                unbiased = var * (num_edges / (num_edges - 1))
-                running_mean.mul_(1 - update_factor).add_(mean.to(running_mean.dtype), alpha=update_factor)
+                unbiased = st["var"] * (st["count"] / (st["count"] - 1))
+                running_mean.mul_(1 - update_factor).add_(st["mean"].to(running_mean.dtype), alpha=update_factor)
                 running_var.mul_(1 - update_factor).add_(unbiased.to(running_var.dtype), alpha=update_factor)
-            invstd = torch.rsqrt(var + eps)  # (C,)
-            xhat = a_sel.sub_(mean_a).add_(b_c).mul_(invstd)  # (P, C) normalized selected edge
+            invstd = torch.rsqrt(st["var"] + eps)  # (C,)
+            xhat = a_sel.sub_(st["mean_a"]).add_(st["b_c"]).mul_(invstd)  # (P, C) normalized selected edge
         else:
             invstd = torch.rsqrt(running_var.to(a.dtype) + eps)  # (C,)
             xhat = a_sel.add_(b).sub_(running_mean.to(a.dtype)).mul_(invstd)  # (P, C)
@@ -393,9 +455,11 @@ class _EdgeConvBNMax(torch.autograd.Function):
             ctx.negative_slope = negative_slope
             ctx.has_weight = weight is not None
             ctx.has_bias = bias is not None
+            ctx.group = group
             saved = [nbr, slot, xhat, z > 0, invstd, weight]
             if use_batch_stats:
-                saved += [indeg, a_c, b_c, s_c.add_(b_c, alpha=k)]  # last: S_i + k b_i
+                ctx.count = st["count"]
+                saved += [st["indeg"], st["a_c"], st["b_c"], st["s_c"].add_(st["b_c"], alpha=k)]  # last: S_i + k b_i
             ctx.save_for_backward(*saved)
         return out
 
@@ -403,8 +467,7 @@ class _EdgeConvBNMax(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         nbr, slot, xhat, positive, invstd, weight = ctx.saved_tensors[:6]
-        num_rows, k = nbr.shape
-        num_edges = num_rows * k
+        k = nbr.shape[1]
         h = torch.where(positive, grad_out, grad_out * ctx.negative_slope)  # (P, C) dL/dz, selected edges
         sum_h = h.sum(dim=0)  # (C,)
         sum_hx = (h * xhat).sum(dim=0)  # (C,)
@@ -415,15 +478,20 @@ class _EdgeConvBNMax(torch.autograd.Function):
         grad_b = h.mul_(scale)  # (P, C) s * h (h is not used afterwards)
         if ctx.use_batch_stats:
             indeg, a_c, b_c, r = ctx.saved_tensors[6:]
-            m1 = sum_h / num_edges  # (C,)
-            m2 = sum_hx * invstd / num_edges  # (C,)
+            total_h, total_hx = sum_h, sum_hx  # (C,) each; over every rank's edges under sync BN
+            if ctx.group is not None:
+                totals = torch.cat((sum_h, sum_hx))  # (2C,)
+                dist.all_reduce(totals, op=dist.ReduceOp.SUM, group=ctx.group)
+                total_h, total_hx = totals.chunk(2)  # (C,) each
+            m1 = total_h / ctx.count  # (C,)
+            m2 = total_hx * invstd / ctx.count  # (C,)
             grad_b.addcmul_(r, -m2 * scale).sub_(k * m1 * scale)
-            t_c = _adjacency(nbr, b_c.dtype, transpose=True) @ b_c  # (P, C) T_p
+            t_c = _sum_to_neighbors(b_c, nbr)  # (P, C) T_p
             t_c.addcmul_(a_c, indeg.unsqueeze(1))  # (P, C) indeg_p a_p + T_p
             grad_a.addcmul_(t_c, -m2 * scale).addcmul_(indeg.unsqueeze(1), -m1 * scale)
         grad_weight = sum_hx if ctx.has_weight else None
         grad_bias = sum_h if ctx.has_bias else None
-        return grad_a, grad_b, None, grad_weight, grad_bias, None, None, None, None, None, None
+        return grad_a, grad_b, None, grad_weight, grad_bias, None, None, None, None, None, None, None
 
 
 def edge_conv_fast(
@@ -439,6 +507,8 @@ def edge_conv_fast(
     BatchNorm follows the module exactly: batch statistics in training mode (and in eval mode
     without running statistics), running-statistic updates with ``momentum`` (or the cumulative
     average when ``momentum`` is None) and ``num_batches_tracked``; running statistics in eval mode.
+    A :class:`models.sync_bn.SyncBatchNorm2d` in training mode under a process group uses the
+    statistics of every rank's batch (see :func:`models.sync_bn.sync_group`).
 
     Args:
         x: (B, C, N) point features.
@@ -479,6 +549,7 @@ def edge_conv_fast(
             update_factor,
             bn.eps,
             negative_slope,
+            sync_group(bn),
         )  # (B*N, C_out)
     return out.view(batch_size, num_points, -1).permute(0, 2, 1)  # (B, C_out, N)
 

@@ -109,6 +109,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, default_name: str, dat
     g.add_argument("--num_workers", type=int, default=4, help=num_workers_help)
     g.add_argument("--amp", type=str, default="none", choices=["none", "bf16", "fp16"],
                    help="mixed precision: autocast on CUDA or the CPU (original: fp32)")
+    g.add_argument("--sync_bn", action="store_true",
+                   help="under torchrun, BatchNorm statistics over the batches of all ranks (models/sync_bn.py), "
+                        "so results do not depend on the GPU count (default: per-rank statistics, as the "
+                        "original's DDP fork); no effect in a single process")
     g.add_argument("--grad_clip", type=float, default=None, help="clip the gradient norm (original: none)")
     g.add_argument("--max_steps_per_epoch", type=int, default=None, help="cap the steps per epoch (quick runs)")
     g.add_argument("--stop_after", type=int, default=None,
@@ -329,6 +333,10 @@ class Run:
                 self.logger.info(line)
             if self.args.amp != "none" and self.device.type not in ("cuda", "cpu"):
                 self.logger.info(f"--amp {self.args.amp} is ignored on {self.device.type}: training in full precision.")
+            if self.args.sync_bn:
+                self.logger.info(f"--sync_bn: BatchNorm statistics over all {self.info.world_size} ranks."
+                                 if self.info.is_distributed else
+                                 "--sync_bn does nothing in a single process: BatchNorm already sees the whole batch.")
             if self.resume_path is not None:
                 self.logger.info(f"Resumed from {self.resume_path}: continuing at epoch {self.start_epoch} of "
                                  f"{self.args.epochs}.")
