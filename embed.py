@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.num_points < 1 or args.batch_size < 1:
         raise SystemExit(f"{PROG}: --num_points and --batch_size must be at least 1.")
     t0 = time.perf_counter()
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, prog=PROG)
     encoder = load_point_encoder(args.model_path, build_point_encoder, model=args.model, k=args.k,
                                  emb_dims=args.emb_dims, device=device, seed=args.seed)
     clouds, skipped = read_encoder_clouds(args.input, args.num_points, args.seed, args.up_axis,

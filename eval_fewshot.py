@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_with_preset(build_parser(), "fewshot", argv)
     t_start = time.perf_counter()
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, prog=PROG)
     encoder = load_point_encoder(args.model_path, build_point_encoder, model=args.model, k=args.k,
                                  emb_dims=args.emb_dims, device=device, seed=args.seed)
     data = ClassificationData(args.dataset, args.data_root, args.variant, args.num_points)

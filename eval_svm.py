@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if select == "fixed" and args.C_grid:
         raise SystemExit(f"{PROG}: --C_select fixed takes the single --C; drop --C_grid or choose --C_select cv|test.")
     t_start = time.perf_counter()
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, prog=PROG)
     encoder = load_point_encoder(args.model_path, build_point_encoder, model=args.model, k=args.k,
                                  emb_dims=args.emb_dims, device=device, seed=args.seed)
     data = ClassificationData(args.dataset, args.data_root, args.variant, args.num_points)
