@@ -105,7 +105,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, default_name: str, dat
                         "cudnn.benchmark); needed for a bit-exact --resume on a GPU")
     g.add_argument("--allow_tf32", action="store_true",
                    help="let fp32 matmuls and cuDNN convolutions use TF32 on Ampere and newer GPUs (faster, ~1e-3 "
-                        "relative error); default off, so fp32 means fp32 on every GPU")
+                        "relative error; on a CPU oneDNN may then use TF32 matmuls where the CPU has them); default "
+                        "off, so fp32 means fp32 on every GPU (torch's own default lets cuDNN use TF32)")
     g.add_argument("--resume", type=str, default=None,
                    help=f"run directory or {TRAINING_STATE_NAME} to continue (at the epoch after the last "
                         "finished one); the result equals an uninterrupted run's bit for bit on the CPU, and on a "

@@ -145,6 +145,7 @@ def configure_backends(device: torch.device, deterministic: bool = False, allow_
         from torch after setting (``config.json``'s ``precision_policy``).
     """
     _check_amp(amp)
+    # Differs from the original: it ran with torch's defaults (cuDNN convolutions in TF32 on Ampere+).
     torch.backends.cuda.matmul.allow_tf32 = allow_tf32
     torch.backends.cudnn.allow_tf32 = allow_tf32
     torch.set_float32_matmul_precision("high" if allow_tf32 else "highest")
