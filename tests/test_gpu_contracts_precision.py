@@ -250,9 +250,8 @@ def test_resume_exactness_note_only_on_cuda_without_deterministic():
 
 def _pr_crosspoint_grads(point_encoder: nn.Module, image_encoder: nn.Module, batch, amp: str,
                          graphs: list[torch.Tensor] | None = None, replay: bool = False):
-    """Loss and flat gradients (point, image) of one CrossPointStep on copies of the encoders.
-
-    ``graphs`` records the DGCNN's kNN indices (or, with ``replay``, feeds the recorded ones back)."""
+    """Loss, flat gradients (point, image) and the output dtypes of every convolution of one CrossPointStep
+    on copies of the encoders. ``graphs`` records the DGCNN's kNN indices (with ``replay``, feeds them back)."""
     import models.dgcnn as dgcnn
 
     point_encoder, image_encoder = copy.deepcopy(point_encoder), copy.deepcopy(image_encoder)
@@ -260,6 +259,10 @@ def _pr_crosspoint_grads(point_encoder: nn.Module, image_encoder: nn.Module, bat
                                            train_crossmodal.ProjectedEncoder(image_encoder), torch.device("cpu"),
                                            amp, temperature=0.1, gather_negatives=False, channels_last=False)
     real_knn, recorded = dgcnn.knn, iter(list(graphs or []))
+    conv_dtypes: set[torch.dtype] = set()
+    for module in [*point_encoder.modules(), *image_encoder.modules()]:
+        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+            module.register_forward_hook(lambda mod, inputs, output: conv_dtypes.add(output.dtype))
 
     def knn_hook(x: torch.Tensor, k: int) -> torch.Tensor:
         if replay:
@@ -278,7 +281,7 @@ def _pr_crosspoint_grads(point_encoder: nn.Module, image_encoder: nn.Module, bat
     loss.backward()
     grads = [torch.cat([p.grad.reshape(-1) for p in m.parameters() if p.grad is not None]).double()
              for m in (point_encoder, image_encoder)]
-    return float(loss.detach()), grads
+    return float(loss.detach()), grads, conv_dtypes
 
 
 def _pr_cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -304,9 +307,11 @@ def test_bf16_crosspoint_step_matches_fp32(one_thread):
     image_encoder = build_image_encoder("resnet18")
     batch = (torch.randn(8, 128, 3), torch.randn(8, 128, 3), torch.randn(8, 3, 64, 64))  # (B, N, 3) x2, (B, 3, S, S)
     graphs: list[torch.Tensor] = []
-    loss32, (point32, image32) = _pr_crosspoint_grads(point_encoder, image_encoder, batch, "none", graphs)
-    loss16, (point16, image16) = _pr_crosspoint_grads(point_encoder, image_encoder, batch, "bf16", graphs, replay=True)
-    loss_free, (point_free, _) = _pr_crosspoint_grads(point_encoder, image_encoder, batch, "bf16")
+    loss32, (point32, image32), dtypes32 = _pr_crosspoint_grads(point_encoder, image_encoder, batch, "none", graphs)
+    loss16, (point16, image16), dtypes16 = _pr_crosspoint_grads(point_encoder, image_encoder, batch, "bf16", graphs,
+                                                                 replay=True)
+    loss_free, (point_free, _), _ = _pr_crosspoint_grads(point_encoder, image_encoder, batch, "bf16")
+    assert dtypes32 == {torch.float32} and torch.bfloat16 in dtypes16, "--amp bf16 must run autocast on the CPU"
     assert abs(loss16 - loss32) / abs(loss32) < 5e-2 and abs(loss_free - loss32) / abs(loss32) < 5e-2
     assert point16.dtype == image16.dtype == torch.float64  # (flattened float32 .grad, upcast for the cosine)
     assert _pr_cos(point32, point16) > 0.85
@@ -323,9 +328,10 @@ def test_fast_edgeconv_keeps_fp32_statistics_under_bf16():
     conv, bn = nn.Conv2d(16, 32, 1, bias=False), nn.BatchNorm2d(32)
     conv16, bn16 = copy.deepcopy(conv), copy.deepcopy(bn)
     out32 = edge_conv_fast(x, idx, conv, bn)
-    with autocast_context(torch.device("cpu"), "bf16"):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
         out16 = edge_conv_fast(x, idx, conv16, bn16)
     out16.sum().backward()
+    assert not torch.equal(out16, out32), "the per-point matmuls ran in bf16"
     assert out16.dtype == torch.float32 and conv16.weight.grad.dtype == torch.float32
     for name in ("running_mean", "running_var"):
         ref, got = getattr(bn, name), getattr(bn16, name)
