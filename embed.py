@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     validate(args)
     t0 = time.perf_counter()
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, prog=PROG)
     encoder = load_point_encoder(args.model_path, build_point_encoder, model=args.model, k=args.k,
                                  emb_dims=args.emb_dims, device=device, seed=args.seed)
     check_points_for_k(PROG, args.num_points, encoder.model_args.get("k"), encoder.sources.get("k"))

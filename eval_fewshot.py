@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_with_preset(build_parser(), "fewshot", argv)
     validate(args)
     t_start = time.perf_counter()
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, prog=PROG)
     encoder = load_point_encoder(args.model_path, build_point_encoder, model=args.model, k=args.k,
                                  emb_dims=args.emb_dims, device=device, seed=args.seed)
     # k may come from the checkpoint's sidecar: checked before any feature is extracted.

@@ -437,6 +437,7 @@ def committed_spread(results_dir: Path, preset: str) -> dict[str, Any] | None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
+    resolve_device(args.device, prog="quickstart.py")  # a missing GPU fails here, before data or runs are written
     torch.set_num_threads(args.threads)  # this process evaluates; the training processes get the same count
     clock = Stopwatch()
     data_root, kind, args.data_seed = clock.run("data", prepare_data, args)

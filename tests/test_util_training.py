@@ -32,19 +32,24 @@ from util.training import (
 )
 
 
-def test_autocast_is_nullcontext_on_cpu():
-    for amp in ("none", "bf16", "fp16"):
-        assert isinstance(autocast_context(torch.device("cpu"), amp), contextlib.nullcontext)
-        assert make_grad_scaler(torch.device("cpu"), amp) is None
+def test_autocast_runs_on_cpu():
+    """--amp bf16/fp16 autocast on the CPU (fp16 with a CPU GradScaler); fp32 is a nullcontext."""
+    cpu = torch.device("cpu")
+    assert isinstance(autocast_context(cpu, "none"), contextlib.nullcontext)
+    assert make_grad_scaler(cpu, "none") is None and make_grad_scaler(cpu, "bf16") is None
+    for amp, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        with autocast_context(cpu, amp):
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == dtype
+    assert isinstance(make_grad_scaler(cpu, "fp16"), torch.amp.GradScaler)
     with pytest.raises(ValueError, match="amp must be one of"):
-        autocast_context(torch.device("cpu"), "fp8")
+        autocast_context(cpu, "fp8")
 
 
 def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
         assert resolve_device("auto") == torch.device("cpu")
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
+        with pytest.raises(SystemExit, match="--device cuda: CUDA is not available"):
             resolve_device("cuda")
 
 

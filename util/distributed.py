@@ -7,7 +7,7 @@ never branch on whether they run distributed.
 Typical use in an entry script::
 
     env = distributed_env()                       # read torchrun's variables, no side effects
-    device = resolve_device(args.device, local_rank=env.local_rank)
+    device = resolve_device(args.device, env.local_rank, env.world_size)  # selects this rank's GPU
     info = init_distributed(backend=backend_for(device))
     ...
     model = wrap_ddp(model, device)               # DDP only when info.is_distributed
@@ -97,6 +97,9 @@ def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> D
             Pass ``backend_for(device)`` so a CPU run on a GPU machine uses gloo.
         timeout_s: collective timeout in seconds.
 
+    The GPU is not selected here: ``util.training.resolve_device`` (called first) makes this rank's
+    ``cuda:LOCAL_RANK`` current, the one place a device is set.
+
     Returns:
         DistInfo for this process. In a single-process run nothing is initialised.
     """
@@ -107,8 +110,6 @@ def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> D
         raise RuntimeError("torch.distributed is not available in this PyTorch build; run on 1 process.")
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(info.local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
     return info

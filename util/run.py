@@ -58,11 +58,13 @@ from util.logger import LOG_FILES, Logger
 from util.training import (
     TRAINING_STATE_NAME,
     NonFiniteLossError,
+    configure_backends,
     get_rng_state,
     load_training_state,
     loader_kwargs,
     make_generator,
     resolve_device,
+    resume_exactness_note,
     save_training_state,
     seed_everything,
     set_rng_state,
@@ -79,7 +81,7 @@ _EPOCH_BOOKKEEPING = ("lr", "samples_per_s", "steps", "time_s")
 
 # Settings that may change between a run and its resumption without a warning.
 _RESUME_FREE = {"resume", "overwrite", "exp_name", "output_dir", "stop_after", "no_progress", "num_workers", "wandb",
-                "wandb_project", "print_freq", "data_root", "device", "argv", "preset"}
+                "wandb_project", "print_freq", "data_root", "device", "argv", "preset", "precision_policy"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,10 +101,16 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, default_name: str, dat
     g.add_argument("--device", type=str, default="auto", help="auto | cpu | cuda | cuda:N")
     g.add_argument("--seed", type=int, default=1, help="random seed (original: 1)")
     g.add_argument("--deterministic", action="store_true",
-                   help="deterministic kernels (torch.use_deterministic_algorithms, cuDNN deterministic)")
+                   help="deterministic kernels (torch.use_deterministic_algorithms, cuDNN deterministic, no "
+                        "cudnn.benchmark); needed for a bit-exact --resume on a GPU")
+    g.add_argument("--allow_tf32", action="store_true",
+                   help="let fp32 matmuls and cuDNN convolutions use TF32 on Ampere and newer GPUs (faster, ~1e-3 "
+                        "relative error; on a CPU oneDNN may then use TF32 matmuls where the CPU has them); default "
+                        "off, so fp32 means fp32 on every GPU (torch's own default lets cuDNN use TF32)")
     g.add_argument("--resume", type=str, default=None,
                    help=f"run directory or {TRAINING_STATE_NAME} to continue (at the epoch after the last "
-                        "finished one)")
+                        "finished one); the result equals an uninterrupted run's bit for bit on the CPU, and on a "
+                        "GPU only with --deterministic (CUDA's atomic adds otherwise reorder sums)")
     g.add_argument("--overwrite", action="store_true",
                    help="delete an existing run of the same name and start over (without it, a non-empty run "
                         "directory is never overwritten)")
@@ -240,6 +248,8 @@ class Run:
         args.exp_name = self.run_dir.name
         self._check_run_dir(resumed_dir)
         seed_everything(args.seed, deterministic=args.deterministic)
+        self.precision_policy = configure_backends(device, deterministic=args.deterministic,
+                                                   allow_tf32=args.allow_tf32, amp=args.amp)
         self.generators: dict[str, torch.Generator] = {}
         self.models: dict[str, nn.Module] = {}
         self.optimizer: torch.optim.Optimizer | None = None
@@ -311,7 +321,8 @@ class Run:
                 with a message naming them.
         """
         self.models, self.optimizer, self.scheduler, self.scaler = dict(models), optimizer, scheduler, scaler
-        self.config = json_config(self.args, self.device, self.info, config_extra)
+        self.config = json_config(self.args, self.device, self.info,
+                                  {"precision_policy": self.precision_policy, **config_extra})
         state = None
         if self.resume_path is not None:
             state = self._restore(model_settings)
@@ -340,6 +351,9 @@ class Run:
             if self.resume_path is not None:
                 self.logger.info(f"Resumed from {self.resume_path}: continuing at epoch {self.start_epoch} of "
                                  f"{self.args.epochs}.")
+                note = resume_exactness_note(self.device, self.args.deterministic)
+                if note is not None:
+                    self.logger.info(note)
         distributed.barrier()
 
     def _restore(self, model_settings: Sequence[str]) -> dict[str, Any]:
@@ -573,7 +587,7 @@ def run_training(prog: str, args: argparse.Namespace, validate: Callable[[argpar
     """
     env = distributed.distributed_env()
     validate(args, env.world_size)
-    device = resolve_device(args.device, local_rank=env.local_rank)
+    device = resolve_device(args.device, env.local_rank, env.world_size, prog)
     info = distributed.init_distributed(backend=distributed.backend_for(device))
     try:
         with user_errors(prog):
