@@ -3,17 +3,86 @@
 
 :class:`Runner` maps a top-level (picklable) function over a list of tasks, inline or over a process
 pool, with an optional progress bar; results come back in task order, so what a writer does with them
-does not depend on the number of workers.
+does not depend on the number of workers. A worker exits as soon as the process that started the pool
+ends, however it ends (a SIGKILL included), so no worker, forkserver or resource tracker outlives it.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
+import select
+import signal
 import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_all_start_methods, get_context
+from multiprocessing import forkserver, get_all_start_methods, get_context
 from typing import Any, Callable, Sequence
 
-__all__ = ["Runner"]
+from util.fileio import pid_alive
+
+__all__ = ["Runner", "exit_with_parent"]
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _wait_for_exit(pid: int, poll_s: float) -> None:
+    """Returns once process ``pid`` has ended: a pidfd (Linux >= 5.3) becomes readable when it ends
+    (a zombie counts as ended); elsewhere its existence is polled every ``poll_s`` seconds."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # already gone
+    except (AttributeError, OSError):  # no pidfd on this system: poll
+        while pid_alive(pid):
+            time.sleep(poll_s)
+        return
+    try:
+        select.select([fd], [], [])
+    finally:
+        os.close(fd)
+
+
+def _exit_when_ended(pid: int, poll_s: float) -> None:
+    _wait_for_exit(pid, poll_s)
+    os._exit(1)
+
+
+def _killed_with_parent() -> bool:
+    """Linux: asks the kernel to SIGKILL this process when its parent ends (``PR_SET_PDEATHSIG``);
+    False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def exit_with_parent(pid: int, poll_s: float = 1.0) -> None:
+    """Pool-worker initializer: this worker ends as soon as process ``pid`` (the one that started the
+    pool) has ended, however it ended (a SIGKILL included).
+
+    Without it a killed writer leaves its workers blocked on their task queue for ever, and with them
+    the forkserver and the resource tracker, which live as long as a worker holds their pipes. Two
+    mechanisms: (1) Linux: the kernel kills the worker when its parent ends; under forkserver the parent
+    is the forkserver, which exits once every holder of its "alive" pipe has ended, so the worker closes
+    its own copy (it starts no processes) and the forkserver then ends with ``pid``; (2) everywhere: a
+    daemon thread that waits for ``pid`` to end and exits (it needs the GIL, so a worker inside a long C
+    call exits when that call returns). A worker killed this way may leave a temporary file; the
+    writers remove those at their next start.
+    """
+    if _killed_with_parent():
+        if os.getppid() == 1:  # the parent ended before the request took effect
+            os._exit(1)
+        server = getattr(forkserver, "_forkserver", None)
+        alive_fd = getattr(server, "_forkserver_alive_fd", None)
+        if isinstance(alive_fd, int) and os.getppid() != pid:  # forked by the forkserver
+            os.close(alive_fd)
+            server._forkserver_alive_fd = None
+    threading.Thread(target=_exit_when_ended, args=(pid, poll_s), name="exit-with-parent", daemon=True).start()
 
 
 class Runner:
@@ -64,7 +133,8 @@ class Runner:
                 if self.pool is None:
                     # forkserver/spawn: forking a parent that may hold torch/OpenMP threads can deadlock
                     method = "forkserver" if "forkserver" in get_all_start_methods() else "spawn"
-                    self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context(method))
+                    self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context(method),
+                                                    initializer=exit_with_parent, initargs=(os.getpid(),))
                 futures = {self.pool.submit(fn, task): i for i, task in enumerate(tasks)}
                 for future in as_completed(futures):
                     i = futures[future]

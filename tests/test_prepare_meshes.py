@@ -775,6 +775,74 @@ def test_full_disk_and_read_only_output_give_one_line_naming_the_path(tmp_path, 
                                        "(Read-only file system); choose a writable --output folder\n")
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, grandchildren, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended meanwhile
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _running(pid: int) -> bool:
+    """Exists and is not a zombie (an ended process its new parent has not reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc (Linux)")
+def test_pool_workers_end_when_the_writer_is_killed(tmp_path):
+    """SIGKILL of a process using datasets.parallel.Runner with 2 workers, while both run a task that holds
+    the GIL: no worker, forkserver or resource tracker survives it for more than a few seconds."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "busy.py").write_text(
+        "import os\n"
+        "def hog(folder):\n"
+        "    open(os.path.join(folder, str(os.getpid())), 'w').close()\n"
+        "    return sum(range(10**11))  # minutes of work inside one C call that holds the GIL\n")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    code = ("from datasets.parallel import Runner\nimport busy\n"
+            f"with Runner(2, False, 'test') as r:\n    r.map(busy.hog, [{str(marks)!r}] * 4, 'busy')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[1])])}
+    writer = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path)
+    pids = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(os.listdir(marks)) < 2 and writer.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(os.listdir(marks)) == 2, "the two workers did not start"
+        pids = _descendants(writer.pid)
+        assert len(pids) >= 3, pids  # two workers and the forkserver (and the resource tracker)
+        writer.kill()
+        writer.wait()
+        deadline = time.monotonic() + 10
+        while any(_running(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in pids if _running(p)], "processes of the killed writer still run"
+    finally:
+        writer.kill()
+        for p in pids:
+            if _running(p):
+                os.kill(p, signal.SIGKILL)
+
+
 @pytest.mark.slow
 def test_end_to_end_published_settings_with_workers(tmp_path):
     """24 views, 2048 points, 2 workers, the CLI in a subprocess; the loaders read the result."""
