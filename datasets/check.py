@@ -295,10 +295,10 @@ def _check_chunk(tasks: list[FileTask]) -> list[FileResult]:
 
 def decode_all(tasks: list[FileTask], workers: int) -> list[FileResult]:
     """:func:`check_file` over every task, in chunks over ``workers`` processes (inline for 1),
-    with a tqdm progress bar on stderr (shown on a terminal). Results in task order."""
+    with progress on stderr (a bar on a terminal, a few plain lines in a log). Results in task order."""
     size = max(1, min(256, len(tasks) // max(1, 8 * workers)))
     chunks = [tasks[i:i + size] for i in range(0, len(tasks), size)]
-    with Runner(workers, sys.stderr.isatty(), "check") as runner:
+    with Runner(workers, True, "check") as runner:
         per_chunk = runner.map(_check_chunk, chunks, "decoding", weights=[len(c) for c in chunks], unit="file")
     return [result for chunk in per_chunk for result in chunk]
 

@@ -50,6 +50,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import trimesh
 
+from util.progress import progress_bar
+
 from .io import DatasetError, read_h5, read_ply_points
 from .synthetic_shapes import face_areas, sample_surface as _sample_faces, unit_sphere
 
@@ -821,12 +823,10 @@ def read_encoder_clouds(paths: Iterable[str | os.PathLike], num_points: int, see
         with an unsupported extension, or one that cannot be read (reported on stderr with the reason), is
         skipped and the others are read.
     """
-    from tqdm import tqdm
-
     unsupported: list[Path] = []
     files = find_inputs(paths, unsupported)
     clouds, skipped = [], [(str(f), "unsupported extension") for f in unsupported]
-    for f in tqdm(files, desc="reading", disable=not progress, leave=False):
+    for f in progress_bar(files, desc="reading", enabled=progress, unit="file"):
         try:
             clouds.extend(encoder_clouds(f, num_points, seed, up_axis))
         except DatasetError as err:  # MeshError and every other reading error name the file

@@ -21,6 +21,7 @@ from multiprocessing import forkserver, get_all_start_methods, get_context
 from typing import Any, Callable, Sequence
 
 from util.fileio import pid_alive
+from util.progress import progress_bar
 
 __all__ = ["Runner", "exit_with_parent"]
 
@@ -86,13 +87,14 @@ def exit_with_parent(pid: int, poll_s: float = 1.0) -> None:
 
 
 class Runner:
-    """Maps tasks in order, inline or over a process pool, with an optional progress bar on stderr.
+    """Maps tasks in order, inline or over a process pool, with an optional progress display on stderr.
 
     Args:
         workers: processes; 1 runs every task in this process. The pool starts at the first
             :meth:`map` with more than one task and is reused by the next ones.
-        progress: show a tqdm bar per :meth:`map` (a one-line message when tqdm is missing).
-        name: the writer's name, in the message printed without tqdm.
+        progress: show the progress of each :meth:`map` (:func:`util.progress.progress_bar`: a bar on a
+            terminal, plain lines in a log).
+        name: the writer's name.
 
     Use it as a context manager (or call :meth:`close`): on an error or Ctrl-C inside :meth:`map`
     the tasks not started yet are dropped and the error is raised.
@@ -114,21 +116,14 @@ class Runner:
             weights: Sequence[int] | None = None, leave: bool = False, unit: str = "obj") -> list:
         """``[fn(t) for t in tasks]``, in task order. ``weights``: progress units per task (default 1);
         ``leave``: keep the finished bar on screen; ``unit``: what the bar counts."""
-        bar = None
-        if self.progress and tasks:
-            try:
-                from tqdm import tqdm
-                bar = tqdm(total=sum(weights) if weights else len(tasks), desc=desc, unit=unit,
-                           file=sys.stderr, leave=leave)
-            except ImportError:
-                print(f"[{self.name}] {desc}: {len(tasks)} tasks", file=sys.stderr)
+        bar = progress_bar(total=sum(weights) if weights else len(tasks), desc=desc, unit=unit,
+                           enabled=self.progress and bool(tasks), leave=leave)
         results: list = [None] * len(tasks)
         try:
             if self.workers == 1 or len(tasks) <= 1:
                 for i, task in enumerate(tasks):
                     results[i] = fn(task)
-                    if bar is not None:
-                        bar.update(weights[i] if weights else 1)
+                    bar.update(weights[i] if weights else 1)
             else:
                 if self.pool is None:
                     # forkserver/spawn: forking a parent that may hold torch/OpenMP threads can deadlock
@@ -139,14 +134,12 @@ class Runner:
                 for future in as_completed(futures):
                     i = futures[future]
                     results[i] = future.result()  # re-raises a worker's error
-                    if bar is not None:
-                        bar.update(weights[i] if weights else 1)
+                    bar.update(weights[i] if weights else 1)
         except BaseException:
             self.close()
             raise
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
         return results
 
     def close(self) -> None:

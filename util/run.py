@@ -118,7 +118,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, default_name: str, dat
                    help="also keep the weights of every epoch E with E %% N == 0 (0-based, as the original's "
                         "--save_freq, which defaulted to 50); 0 = only best and last")
     g.add_argument("--print_freq", type=int, default=50, help="log every N steps (original: 50)")
-    g.add_argument("--no_progress", action="store_true", help="no tqdm bars")
+    g.add_argument("--no_progress", action="store_true",
+                   help="no progress display (a tqdm bar on a terminal, a few plain lines in a log)")
     g.add_argument("--wandb", type=str, default="disabled", choices=["online", "offline", "disabled"],
                    help="Weights & Biases logging (the original always logged online)")
     g.add_argument("--wandb_project", type=str, default="CrossPoint", help="wandb project")
