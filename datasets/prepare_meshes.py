@@ -46,7 +46,10 @@ Split: ModelNet's layout keeps its folders. Otherwise each class is split on its
 shuffle: round(test_fraction x n) test objects, at least one for every class with >= 2 objects and at
 least one train object; a class with a single object is train only.
 
-Failures: a file that cannot be read or is degenerate is reported with the reason and skipped. The run
+Failures: a file that cannot be read (a dangling or looping symbolic link included) or is degenerate is
+reported with the reason and skipped. An output that cannot be written (read-only, full disk) stops the
+run with one line naming the path (exit status 2); the object being written is removed, finished objects
+are kept, and no temporary file or folder stays. The run
 ends with a table (usable / skipped per class) also written to ``prepare_report.json``; the exit status
 is 1 when no object is usable or a class is left without objects (named), else 0. In that case the
 classification set and PREPARED.json are not written (prepared objects are kept for the next run).
@@ -115,7 +118,7 @@ _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 _NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
-def write_error(error: OSError, root: Path, target: Path | None = None) -> PrepareError:
+def _write_error(error: OSError, root: Path, target: Path | None = None) -> PrepareError:
     """One line for an OSError raised while writing under ``--output root``, naming the path (the
     error's file, else ``target``, the file being written, else ``root``) and what to do; the writers
     remove their partial files first."""
@@ -332,7 +335,7 @@ def _prepare_object(task: dict) -> dict:
     except BaseException as e:  # nothing of this object stays: it is redone by the next run
         _remove_quietly(tmp_render, tmp_ply, paths["mark"], paths["ply"], paths["render"])
         if isinstance(e, OSError):
-            raise write_error(e, root, target) from None
+            raise _write_error(e, root, target) from None
         raise
     return {"status": "ok"}
 
@@ -584,7 +587,7 @@ def prepare(input_dir: str | os.PathLike, output_root: str | os.PathLike, num_po
                              "seconds": round(time.perf_counter() - t0, 3)}
             atomic_write_text(root / REPORT, json.dumps(report, indent=1) + "\n")
     except OSError as e:
-        raise write_error(e, root) from None
+        raise _write_error(e, root) from None
     return report
 
 
