@@ -35,10 +35,13 @@ triangle collapsed to a point or a line).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import json
 import logging
 import os
 import re
+import stat
 import sys
 import warnings
 import zipfile
@@ -49,6 +52,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import trimesh
 
+from util.progress import progress_bar
+
 from .io import DatasetError, read_h5, read_ply_points
 from .synthetic_shapes import face_areas, sample_surface as _sample_faces, unit_sphere
 
@@ -56,7 +61,7 @@ __all__ = [
     "MeshError", "MESH_EXTENSIONS", "POINT_EXTENSIONS", "COMPANION_EXTENSIONS", "UP_AXES",
     "load_mesh", "normalize_mesh", "sample_surface", "unit_sphere", "z_up_to_y_up",
     "ply_face_count", "input_kind", "read_point_file", "find_inputs", "UnsupportedFilesWarning",
-    "encoder_clouds", "read_encoder_clouds", "file_rng",
+    "encoder_clouds", "read_encoder_clouds", "file_rng", "unreadable_reason",
 ]
 
 MESH_EXTENSIONS = (".glb", ".gltf", ".obj", ".off", ".ply", ".stl")
@@ -297,6 +302,22 @@ def _check_ascii_ply(path: Path) -> int:
     return counts.get("face", 0)
 
 
+def _check_gltf(path: Path) -> None:
+    """A .gltf file is JSON text (its binary form is .glb): say so, naming the file, when it is not
+    (trimesh reports such a file as ``FileNotFoundError: model.gltf``)."""
+    raw = path.read_bytes()
+    try:
+        document = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise MeshError(path, f"cannot be read as GLTF: not valid glTF JSON (byte {e.start} is not UTF-8 "
+                              "text; a binary glTF file has the extension .glb)") from e
+    except json.JSONDecodeError as e:
+        raise MeshError(path, f"cannot be read as GLTF: not valid glTF JSON ({e})") from e
+    if not isinstance(document, dict):
+        raise MeshError(path, f"cannot be read as GLTF: not valid glTF (the JSON is a "
+                              f"{type(document).__name__}, not an object)")
+
+
 def _read_with_trimesh(path: Path, ext: str) -> tuple[np.ndarray, np.ndarray]:
     """Vertices (V, 3) float64 and faces (F, 3) int64: every triangle mesh in the file, with its
     scene-graph transform applied, concatenated."""
@@ -307,6 +328,8 @@ def _read_with_trimesh(path: Path, ext: str) -> tuple[np.ndarray, np.ndarray]:
         _check_stl(path)
     elif ext == ".ply":
         min_faces = _check_ascii_ply(path)
+    elif ext == ".gltf":
+        _check_gltf(path)
     with _quiet_trimesh():
         try:
             scene = trimesh.load_scene(str(path), file_type=ext[1:], process=False)
@@ -379,14 +402,31 @@ def _validated(path: Path, vertices: np.ndarray, faces: np.ndarray) -> tuple[np.
     return vertices, faces
 
 
+def unreadable_reason(path: str | os.PathLike, error: OSError) -> str:
+    """Why ``path`` cannot be opened, from the OSError that opening (or stat-ing) it raised: a
+    symbolic-link loop, a dangling link (naming its target), a missing file, or the system's reason."""
+    path = Path(path)
+    if error.errno == errno.ELOOP:
+        return "is a symbolic link loop (it cannot be resolved to a file)"
+    if error.errno == errno.ENOENT and path.is_symlink():
+        return f"is a dangling symbolic link (its target {os.readlink(path)} does not exist)"
+    if error.errno == errno.ENOENT:
+        return "does not exist"
+    return f"cannot be read ({error.strerror or error})"
+
+
 def _checked_extension(path: Path, extensions: tuple[str, ...], kind: str) -> str:
     """The lower-case extension of an existing, non-empty file of a supported kind, else MeshError."""
     ext = path.suffix.lower()
     if ext not in extensions:
         raise MeshError(path, f"unsupported {kind} extension {path.suffix!r}; supported: {', '.join(extensions)}")
-    if not path.is_file():
-        raise MeshError(path, "does not exist" if not path.exists() else "is not a file")
-    if path.stat().st_size == 0:
+    try:
+        info = path.stat()
+    except OSError as e:
+        raise MeshError(path, unreadable_reason(path, e)) from e
+    if not stat.S_ISREG(info.st_mode):
+        raise MeshError(path, "is not a file")
+    if info.st_size == 0:
         raise MeshError(path, "is empty (0 bytes)")
     return ext
 
@@ -411,10 +451,13 @@ def load_mesh(path: str | os.PathLike, up_axis: str = "y") -> trimesh.Trimesh:
     if up_axis not in UP_AXES:
         raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
     ext = _checked_extension(path, MESH_EXTENSIONS, "mesh")
-    if ext == ".off":
-        vertices, faces = _read_off(path)
-    else:
-        vertices, faces = _read_with_trimesh(path, ext)
+    try:
+        if ext == ".off":
+            vertices, faces = _read_off(path)
+        else:
+            vertices, faces = _read_with_trimesh(path, ext)
+    except OSError as e:  # e.g. no read permission
+        raise MeshError(path, unreadable_reason(path, e)) from e
     vertices, faces = _validated(path, vertices, faces)
     if up_axis == "z":
         vertices = z_up_to_y_up(vertices)
@@ -811,12 +854,10 @@ def read_encoder_clouds(paths: Iterable[str | os.PathLike], num_points: int, see
         with an unsupported extension, or one that cannot be read (reported on stderr with the reason), is
         skipped and the others are read.
     """
-    from tqdm import tqdm
-
     unsupported: list[Path] = []
     files = find_inputs(paths, unsupported)
     clouds, skipped = [], [(str(f), "unsupported extension") for f in unsupported]
-    for f in tqdm(files, desc="reading", disable=not progress, leave=False):
+    for f in progress_bar(files, desc="reading", enabled=progress, unit="file"):
         try:
             clouds.extend(encoder_clouds(f, num_points, seed, up_axis))
         except DatasetError as err:  # MeshError and every other reading error name the file

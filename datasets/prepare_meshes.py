@@ -46,7 +46,10 @@ Split: ModelNet's layout keeps its folders. Otherwise each class is split on its
 shuffle: round(test_fraction x n) test objects, at least one for every class with >= 2 objects and at
 least one train object; a class with a single object is train only.
 
-Failures: a file that cannot be read or is degenerate is reported with the reason and skipped. The run
+Failures: a file that cannot be read (a dangling or looping symbolic link included) or is degenerate is
+reported with the reason and skipped. An output that cannot be written (read-only, full disk) stops the
+run with one line naming the path (exit status 2); the object being written is removed, finished objects
+are kept, and no temporary file or folder stays. The run
 ends with a table (usable / skipped per class) also written to ``prepare_report.json``; the exit status
 is 1 when no object is usable or a class is left without objects (named), else 0. In that case the
 classification set and PREPARED.json are not written (prepared objects are kept for the next run).
@@ -65,7 +68,9 @@ everything); ``--test_fraction`` only affects the classification set and may cha
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -84,12 +89,12 @@ from datasets import render as rd
 from datasets.custom import CUSTOM_DIR
 from datasets.io import DatasetError, read_ply_points, write_ply
 from datasets.meshes import (COMPANION_EXTENSIONS, MESH_EXTENSIONS, UP_AXES, load_mesh,
-                             normalize_mesh, sample_surface, unit_sphere)
+                             normalize_mesh, sample_surface, unit_sphere, unreadable_reason)
 from datasets.parallel import Runner
 from datasets.render import IMAGE_SIZE
 from datasets.synthetic import text_key, write_split_files
 from datasets.synthetic_shapes import face_normals
-from util.fileio import atomic_write_text, pid_alive, read_json
+from util.fileio import DiskFullError, atomic_write_text, pid_alive, read_json
 
 __all__ = ["prepare", "main", "PrepareError", "Source", "scan_input", "object_rng",
            "render_views", "split_objects", "VERSION", "MARKER", "REPORT", "CUSTOM_DIR", "ALBEDO"]
@@ -107,6 +112,28 @@ TMP_SUFFIX = ".tmp"
 
 class PrepareError(DatasetError):
     """The job cannot start or finish (bad arguments, input layout, or an output ROOT in the way)."""
+
+
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _write_error(error: OSError, root: Path, target: Path | None = None) -> PrepareError:
+    """One line for an OSError raised while writing under ``--output root``, naming the path (the
+    error's file, else ``target``, the file being written, else ``root``) and what to do; the writers
+    remove their partial files first."""
+    if isinstance(error, DiskFullError):
+        return PrepareError(f"--output {root}: {error}")
+    path = error.filename or target or root
+    reason = error.strerror or str(error)
+    if error.errno in _DISK_FULL:
+        return PrepareError(f"--output {root}: no space left on the device holding {path} ({reason}); "
+                            "nothing partial was left: free disk space (or choose another --output) and "
+                            "run the same command again (finished objects are kept)")
+    if error.errno in _NOT_WRITABLE:
+        return PrepareError(f"--output {root}: cannot write {path} ({reason}); choose a writable "
+                            "--output folder")
+    return PrepareError(f"--output {root}: cannot write {path} ({reason})")
 
 
 @dataclass(frozen=True)
@@ -268,31 +295,48 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _remove_quietly(*paths: Path) -> None:
+    """:func:`_remove` each path as far as the file system allows (cleaning up after a failed write,
+    e.g. on a read-only or full disk, must not hide the error that caused it)."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            _remove(path)
+
+
 def _prepare_object(task: dict) -> dict:
     """Writes one object's PLY, renders and completion mark; returns ``{"status": "ok"}`` or
     ``{"status": "skipped", "reason": ...}`` for a file that cannot be used."""
     root, src, settings = Path(task["root"]), Source(**task["source"]), task["settings"]
     paths = _paths(root, src.cls, src.name)
-    for p in (paths["mark"], paths["ply"], paths["render"]):  # leftovers of an unfinished run
-        _remove(p)
     try:
         mesh = normalize_mesh(load_mesh(src.path, up_axis=settings["up_axis"]))
     except DatasetError as e:
+        _remove_quietly(paths["mark"], paths["ply"], paths["render"])  # an earlier version's outputs
         return {"status": "skipped", "reason": getattr(e, "reason", str(e))}
     rng = object_rng(settings["seed"], src.cls, src.name)
     points = sample_surface(mesh, settings["num_points"], rng)  # (P, 3) float32
     tag = f"{os.getpid()}{TMP_SUFFIX}"
     tmp_render = paths["render"].with_name(f".{src.name}.{tag}")
-    _remove(tmp_render)
-    (tmp_render / "rendering").mkdir(parents=True)
-    render_views(mesh, rng, settings["views"], tmp_render / "rendering")
-    os.replace(tmp_render, paths["render"])
     tmp_ply = paths["ply"].with_name(f".{src.name}.ply.{tag}")
-    write_ply(tmp_ply, points)
-    os.replace(tmp_ply, paths["ply"])
-    mark = {"source": src.rel, "sha256": task["sha256"], "class": src.cls, "object": src.name,
-            "split": src.split, "settings": settings}
-    atomic_write_text(paths["mark"], json.dumps(mark, indent=1, sort_keys=True) + "\n")
+    target = paths["render"]  # what is being written, for the message of a failed write
+    try:
+        for p in (paths["mark"], paths["ply"], paths["render"], tmp_render):  # leftovers of an unfinished run
+            _remove(p)
+        (tmp_render / "rendering").mkdir(parents=True)
+        render_views(mesh, rng, settings["views"], tmp_render / "rendering")
+        os.replace(tmp_render, paths["render"])
+        target = paths["ply"]
+        write_ply(tmp_ply, points)
+        os.replace(tmp_ply, paths["ply"])
+        mark = {"source": src.rel, "sha256": task["sha256"], "class": src.cls, "object": src.name,
+                "split": src.split, "settings": settings}
+        target = paths["mark"]
+        atomic_write_text(paths["mark"], json.dumps(mark, indent=1, sort_keys=True) + "\n")
+    except BaseException as e:  # nothing of this object stays: it is redone by the next run
+        _remove_quietly(tmp_render, tmp_ply, paths["mark"], paths["ply"], paths["render"])
+        if isinstance(e, OSError):
+            raise _write_error(e, root, target) from None
+        raise
     return {"status": "ok"}
 
 
@@ -325,6 +369,22 @@ def _write_classification(root: Path, objects: list[dict], class_names: list[str
     tmp = root / f".{CUSTOM_DIR}.{os.getpid()}{TMP_SUFFIX}"
     _remove(tmp)
     tmp.mkdir()
+    try:
+        counts = _write_classification_files(root, tmp, objects, class_names, num_points)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    final, old = root / CUSTOM_DIR, root / f".{CUSTOM_DIR}.old.{os.getpid()}{TMP_SUFFIX}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _remove(old)
+    return counts
+
+
+def _write_classification_files(root: Path, tmp: Path, objects: list[dict], class_names: list[str],
+                                num_points: int) -> dict:
+    """Writes the classification set's files into the folder ``tmp``; returns counts per split."""
     label_of = {c: i for i, c in enumerate(class_names)}
     rows_out, counts = [], {}
     for split in SPLITS:
@@ -349,11 +409,6 @@ def _write_classification(root: Path, objects: list[dict], class_names: list[str
     writer.writeheader()
     writer.writerows(rows_out)
     (tmp / "objects.csv").write_text(buf.getvalue())
-    final, old = root / CUSTOM_DIR, root / f".{CUSTOM_DIR}.old.{os.getpid()}{TMP_SUFFIX}"
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    _remove(old)
     return counts
 
 
@@ -503,8 +558,9 @@ def prepare(input_dir: str | os.PathLike, output_root: str | os.PathLike, num_po
     usable or a class is left empty.
 
     Raises:
-        PrepareError for invalid arguments, an unusable input layout, or an output ROOT that holds
-        other data or was prepared with other settings (without ``force``).
+        PrepareError for invalid arguments, an unusable input layout, an output ROOT that holds
+        other data or was prepared with other settings (without ``force``), or an output that
+        cannot be written (read-only, full disk: the message names the path; no partial file stays).
     """
     t0 = time.perf_counter()
     if int(num_points) < 1 or int(views) < 1:
@@ -518,74 +574,99 @@ def prepare(input_dir: str | os.PathLike, output_root: str | os.PathLike, num_po
     settings = {"version": VERSION, "num_points": int(num_points), "views": int(views),
                 "seed": int(seed), "up_axis": up_axis}
     ours = _refuse_foreign(root, input_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    with _Lock(root):
-        _apply_settings(root, ours, settings, force)
-        removed = _clean(root, classes, sources)
-        for top in ("ShapeNet", "ShapeNetRendering", f"{STATE_DIR}/done"):
-            for cls in classes:
-                (root / top / cls).mkdir(parents=True, exist_ok=True)
-        digests = {s: _digest(Path(s.path)) for s in sources}
-        todo = [s for s in sources if not _is_done(root, s, digests[s], settings)]
-        # Anything that was complete is either current or removed now: no stale marker stays.
-        (root / MARKER).unlink(missing_ok=True)
-        tasks = [{"root": str(root), "source": asdict(s), "sha256": digests[s], "settings": settings}
-                 for s in todo]
-        with Runner(workers, progress, "prepare_meshes") as runner:
-            results = dict(zip(todo, runner.map(_prepare_object, tasks, "prepare_meshes", leave=True)))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with _Lock(root):
+            _apply_settings(root, ours, settings, force)
+            removed = _clean(root, classes, sources)
+            results, reused = _prepare_objects(root, classes, sources, settings, workers, progress)
+            report = {"input": str(input_dir), "output": str(root), "layout": layout, "ignored": ignored}
+            report.update(_finish(root, classes, sources, results, layout, settings, seed, test_fraction))
+            report["run"] = {"prepared": sum(1 for r in results.values() if r["status"] == "ok"),
+                             "reused": reused, "removed": removed, "workers": int(workers),
+                             "seconds": round(time.perf_counter() - t0, 3)}
+            atomic_write_text(root / REPORT, json.dumps(report, indent=1) + "\n")
+    except OSError as e:
+        raise _write_error(e, root) from None
+    return report
 
-        per_class = {c: {"usable": 0, "skipped": 0} for c in classes}
-        usable, skipped = [], []
-        for s in sources:
-            r = results.get(s, {"status": "ok"})
-            if r["status"] == "ok":
-                per_class[s.cls]["usable"] += 1
-                usable.append(s)
-            else:
-                per_class[s.cls]["skipped"] += 1
-                skipped.append({"file": s.rel, "class": s.cls, "reason": r["reason"]})
-        empty = [c for c in classes if per_class[c]["usable"] == 0]
-        report = {"input": str(input_dir), "output": str(root), "layout": layout,
-                  "classes": per_class, "skipped": skipped, "ignored": ignored,
-                  "empty_classes": empty}
-        if not usable or empty:
-            _remove(root / CUSTOM_DIR)
-            report["ok"] = False
-            report["message"] = ("no usable object" if not usable else
-                                 f"class(es) left without a usable object: {', '.join(empty)}; fix "
-                                 "or remove their files (or the class folders) and run again")
+
+def _prepare_objects(root: Path, classes: list[str], sources: list[Source], settings: dict, workers: int,
+                     progress: bool) -> tuple[dict[Source, dict], int]:
+    """Prepares every source that is not done yet; a file that cannot be opened (a dangling or looping
+    symbolic link, no permission) is skipped with the reason. Returns ({source: {"status", "reason"?}}
+    for the sources handled in this run, the number of sources already done)."""
+    for top in ("ShapeNet", "ShapeNetRendering", f"{STATE_DIR}/done"):
+        for cls in classes:
+            (root / top / cls).mkdir(parents=True, exist_ok=True)
+    digests, results = {}, {}
+    for s in sources:
+        try:
+            digests[s] = _digest(Path(s.path))
+        except OSError as e:
+            results[s] = {"status": "skipped", "reason": unreadable_reason(s.path, e)}
+            _remove_quietly(*_paths(root, s.cls, s.name).values())  # an earlier version's outputs
+    todo = [s for s in digests if not _is_done(root, s, digests[s], settings)]
+    # Anything that was complete is either current or removed now: no stale marker stays.
+    (root / MARKER).unlink(missing_ok=True)
+    tasks = [{"root": str(root), "source": asdict(s), "sha256": digests[s], "settings": settings}
+             for s in todo]
+    with Runner(workers, progress, "prepare_meshes") as runner:
+        results.update(zip(todo, runner.map(_prepare_object, tasks, "prepare_meshes", leave=True)))
+    return results, len(digests) - len(todo)
+
+
+def _finish(root: Path, classes: list[str], sources: list[Source], results: dict[Source, dict], layout: str,
+            settings: dict, seed: int, test_fraction: float) -> dict:
+    """Counts usable and skipped objects, writes the classification set and PREPARED.json when every
+    class has a usable object (else removes the set). Returns the report's ``ok``, ``message``,
+    ``classes``, ``skipped``, ``empty_classes`` and ``table``."""
+    per_class = {c: {"usable": 0, "skipped": 0} for c in classes}
+    usable, skipped = [], []
+    for s in sources:
+        r = results.get(s, {"status": "ok"})
+        if r["status"] == "ok":
+            per_class[s.cls]["usable"] += 1
+            usable.append(s)
         else:
-            if layout == "modelnet":
-                split = {(s.cls, s.name): s.split for s in usable}
-            else:
-                names: dict[str, list[str]] = {}
-                for s in usable:
-                    names.setdefault(s.cls, []).append(s.name)
-                split = split_objects(names, int(seed), float(test_fraction))
-            objects = [{"class": s.cls, "object": s.name, "split": split[(s.cls, s.name)],
-                        "source": s.rel} for s in usable]
-            counts = _write_classification(root, objects, classes, int(num_points))
-            for o in objects:
-                per_class[o["class"]][o["split"]] = per_class[o["class"]].get(o["split"], 0) + 1
-            for c in classes:
-                for sp in SPLITS:
-                    per_class[c].setdefault(sp, 0)
-            marker = {"generator": "datasets.prepare_meshes", "version": VERSION,
-                      "settings": {**settings, "test_fraction": float(test_fraction),
-                                   "image_size": IMAGE_SIZE, "albedo": list(ALBEDO)},
-                      "layout": layout, "classes": classes,
-                      "counts": {"objects": len(usable), "skipped": len(skipped), **counts,
-                                 "views_per_object": int(views), "points_per_object": int(num_points)},
-                      "folders": ["ShapeNet", "ShapeNetRendering", CUSTOM_DIR]}
-            atomic_write_text(root / MARKER, json.dumps(marker, indent=1, sort_keys=True) + "\n")
-            report["ok"] = True
-            report["message"] = (f"{len(usable)} objects in {len(classes)} classes "
-                                 f"({counts['train']} train / {counts['test']} test)")
-        report["run"] = {"prepared": sum(1 for r in results.values() if r["status"] == "ok"),
-                         "reused": len(sources) - len(todo), "removed": removed,
-                         "workers": int(workers), "seconds": round(time.perf_counter() - t0, 3)}
-        report["table"] = _table(per_class, skipped, empty)
-        atomic_write_text(root / REPORT, json.dumps(report, indent=1) + "\n")
+            per_class[s.cls]["skipped"] += 1
+            skipped.append({"file": s.rel, "class": s.cls, "reason": r["reason"]})
+    empty = [c for c in classes if per_class[c]["usable"] == 0]
+    report = {"classes": per_class, "skipped": skipped, "empty_classes": empty}
+    if not usable or empty:
+        _remove(root / CUSTOM_DIR)
+        report["ok"] = False
+        report["message"] = ("no usable object" if not usable else
+                             f"class(es) left without a usable object: {', '.join(empty)}; fix "
+                             "or remove their files (or the class folders) and run again")
+    else:
+        if layout == "modelnet":
+            split = {(s.cls, s.name): s.split for s in usable}
+        else:
+            names: dict[str, list[str]] = {}
+            for s in usable:
+                names.setdefault(s.cls, []).append(s.name)
+            split = split_objects(names, int(seed), float(test_fraction))
+        objects = [{"class": s.cls, "object": s.name, "split": split[(s.cls, s.name)],
+                    "source": s.rel} for s in usable]
+        counts = _write_classification(root, objects, classes, settings["num_points"])
+        for o in objects:
+            per_class[o["class"]][o["split"]] = per_class[o["class"]].get(o["split"], 0) + 1
+        for c in classes:
+            for sp in SPLITS:
+                per_class[c].setdefault(sp, 0)
+        marker = {"generator": "datasets.prepare_meshes", "version": VERSION,
+                  "settings": {**settings, "test_fraction": float(test_fraction),
+                               "image_size": IMAGE_SIZE, "albedo": list(ALBEDO)},
+                  "layout": layout, "classes": classes,
+                  "counts": {"objects": len(usable), "skipped": len(skipped), **counts,
+                             "views_per_object": settings["views"], "points_per_object": settings["num_points"]},
+                  "folders": ["ShapeNet", "ShapeNetRendering", CUSTOM_DIR]}
+        atomic_write_text(root / MARKER, json.dumps(marker, indent=1, sort_keys=True) + "\n")
+        report["ok"] = True
+        report["message"] = (f"{len(usable)} objects in {len(classes)} classes "
+                             f"({counts['train']} train / {counts['test']} test)")
+    report["table"] = _table(per_class, skipped, empty)
     return report
 
 

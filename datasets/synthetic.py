@@ -581,7 +581,7 @@ def generate(root: str | os.PathLike, preset: str = "tiny", seed: int = 0, progr
         preset: "tiny" (unit tests, seconds), "small" (quickstart, about a minute on 2 cores) or
             "full" (thousands of objects; use workers).
         seed: base seed; the same seed gives byte-identical files.
-        progress: show progress bars (tqdm, on stderr).
+        progress: show progress on stderr (util.progress: a bar on a terminal, plain lines in a log).
         only: subset of "shapenet_render", "modelnet40", "scanobjectnn", "shapenet_part".
         workers: processes (results do not depend on it).
         force: replace existing synthetic data of another preset/seed, or folders not marked as ours.

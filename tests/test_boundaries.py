@@ -10,12 +10,14 @@ from conftest import REPO_ROOT
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
 ALLOWED = {
     "models": {"torch", "torchvision", "models"},
-    # tqdm only for progress bars (imported inside the functions that use them); plyfile reads PLY.
-    "datasets": {"numpy", "h5py", "PIL", "plyfile", "torch", "trimesh", "embreex", "tqdm", "datasets"},
+    # plyfile reads PLY; progress displays go through util.progress (SHARED_WITH_TQDM below), not tqdm.
+    "datasets": {"numpy", "h5py", "PIL", "plyfile", "torch", "trimesh", "embreex", "datasets"},
     "util": {"torch", "torchvision", "numpy", "sklearn", "scipy", "tqdm", "matplotlib", "wandb", "util"},
 }
 # Dependency-free modules (standard library only) that every layer may import.
 SHARED = {"util.fileio", "util.meta"}
+# The progress display of every command (standard library and tqdm only), which every layer may import too.
+SHARED_WITH_TQDM = {"util.progress"}
 
 
 def _imports(path):
@@ -33,7 +35,7 @@ def test_package_imports_stay_inside_its_boundary(package):
     offenders = []
     for path in sorted((REPO_ROOT / package).glob("*.py")):
         for top, full in _imports(path):
-            if top not in STDLIB and top not in ALLOWED[package] and full not in SHARED:
+            if top not in STDLIB and top not in ALLOWED[package] and full not in SHARED | SHARED_WITH_TQDM:
                 offenders.append(f"{path.relative_to(REPO_ROOT)} imports {full}")
     assert not offenders, offenders
 
@@ -45,6 +47,13 @@ def test_shared_modules_are_dependency_free(module):
         pytest.skip(f"{module} does not exist")
     third_party = [full for top, full in _imports(path) if top not in STDLIB]
     assert not third_party, f"{module} must import only the standard library, imports {third_party}"
+
+
+@pytest.mark.parametrize("module", sorted(SHARED_WITH_TQDM))
+def test_progress_module_imports_only_the_standard_library_and_tqdm(module):
+    path = REPO_ROOT / (module.replace(".", "/") + ".py")
+    third_party = [full for top, full in _imports(path) if top not in STDLIB | {"tqdm"}]
+    assert not third_party, f"{module} must import only the standard library and tqdm, imports {third_party}"
 
 
 def test_importing_models_does_not_import_torchvision_or_data_code():

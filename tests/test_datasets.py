@@ -948,6 +948,20 @@ def test_check_sampled_mode_and_num_points(tmp_path, capsys):
     assert out.count("fewer than --num_points 4096") == 3  # every PLY, paired or not
 
 
+def test_check_sampled_mode_says_what_it_decoded_and_full_finds_a_later_view(tmp_path, capsys):
+    make_shapenet_render(tmp_path, n_points=2048)
+    bad = tmp_path / "ShapeNetRendering" / "02691156" / "objA" / "rendering" / "02.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")  # a later view: the sampled check reads view 00 only
+    assert check_mod.main(["--root", str(tmp_path), "--only", "shapenet_render"]) == 0
+    ok = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("shapenet_render: ok")]
+    assert ok == ["shapenet_render: ok (sampled: decoded 2 of 2 clouds and 2 of 4 views (the first view of "
+                  "each object read); --full decodes every file)"], ok
+    assert check_mod.main(["--root", str(tmp_path), "--only", "shapenet_render", "--full", "--workers", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "shapenet_render: ok (index only, no file decoded here; --full decodes every file)" in out
+    assert f"BAD {bad}: unreadable image" in out and "shapenet_render: FAILED (--full)" in out
+
+
 # ------------------------------------------------------------------------------------------------
 # Empty class folders, a data root that is a file, transposed clouds
 # ------------------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ The meshes under tests/data/meshes/ were made outside this project (sources and 
 tests/data/meshes/SOURCES.md). Malformed, rescaled and converted variants are written here from them.
 """
 
+import errno
 import json
+import os
 import pickle
 import re
 import shutil
@@ -192,6 +194,9 @@ MALFORMED = {
     "glb_garbage.glb": ("nested.glb", lambda b: _garbage(), "GLB"),
     "gltf_garbage.gltf": ("nested.glb", lambda b: b"{\"asset\": {\"version\": \"2.0\"}, \"meshes\": [",
                           "GLTF"),
+    "gltf_binary_garbage.gltf": ("nested.glb", lambda b: b"\xff" + _garbage(), "not valid glTF JSON"),
+    "gltf_not_json.gltf": ("nested.glb", lambda b: b"hello", "not valid glTF JSON"),
+    "gltf_json_list.gltf": ("nested.glb", lambda b: b"[1, 2]", "not valid glTF"),
     "empty.obj": ("rabbit.obj", lambda b: b"", "empty"),
     "points_only.ply": ("points_ascii.ply", lambda b: b, "no faces"),
 }
@@ -685,6 +690,157 @@ def test_cli_skips_bad_files_and_fails_only_when_a_class_is_empty(tmp_path, caps
     assert not (tmp_path / "out" / "PREPARED.json").exists()
     assert not (tmp_path / "out" / CUSTOM_DIR).exists()
     assert main(args[:2] + ["--output", str(inp / "x")] + args[4:]) == 2
+
+
+def _cli_args(inp: Path, out: Path) -> list[str]:
+    return ["--input", str(inp), "--output", str(out), "--num_points", "128", "--views", "2", "--workers", "1",
+            "--quiet"]
+
+
+def test_links_that_cannot_be_opened_are_skipped_with_the_reason(tmp_path, capsys):
+    inp = tmp_path / "in"
+    (inp / "a").mkdir(parents=True)
+    shutil.copy(MESHES / "sphere.ply", inp / "a" / "ball.ply")
+    shutil.copy(MESHES / "comments.off", inp / "a" / "cube.off")
+    os.symlink(tmp_path / "gone.obj", inp / "a" / "dangling.obj")
+    os.symlink("loop.stl", inp / "a" / "loop.stl")  # points at itself
+    (inp / "a" / "noise.gltf").write_bytes(b"\xff" + _garbage())
+    assert main(_cli_args(inp, tmp_path / "out")) == 0
+    out = capsys.readouterr().out
+    reasons = {s["file"]: s["reason"] for s in json.loads((tmp_path / "out" / "prepare_report.json").read_text())[
+        "skipped"]}
+    assert reasons == {
+        "a/dangling.obj": f"is a dangling symbolic link (its target {tmp_path / 'gone.obj'} does not exist)",
+        "a/loop.stl": "is a symbolic link loop (it cannot be resolved to a file)",
+        "a/noise.gltf": "cannot be read as GLTF: not valid glTF JSON (byte 0 is not UTF-8 text; a binary glTF "
+                        "file has the extension .glb)"}
+    assert "done: 2 objects in 1 classes" in out and "a/loop.stl: is a symbolic link loop" in out
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _no_tmp_left(root: Path) -> list[str]:
+    return [p.relative_to(root).as_posix() for p in root.rglob("*") if ".tmp" in p.name]
+
+
+def test_full_disk_and_read_only_output_give_one_line_naming_the_path(tmp_path, monkeypatch, capsys):
+    """ENOSPC while rendering an object, while writing the classification set, and EROFS on the output
+    (simulated: the tests run as root, who may write into a chmod-ed folder)."""
+    import datasets.prepare_meshes as pm
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    (inp / "a").mkdir(parents=True)
+    for n in ("sphere.ply", "comments.off"):
+        shutil.copy(MESHES / n, inp / "a" / n)
+
+    def render_until_full(mesh, rng, n_views, out_dir, *args):
+        (out_dir / "00.png").write_bytes(b"\x89PNG half")  # a partial file, then the disk is full
+        _disk_full()
+
+    with monkeypatch.context() as m:
+        m.setattr(pm, "render_views", render_until_full)
+        assert main(_cli_args(inp, out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: --output {out}: no space left on the device holding "
+                   f"{out / 'ShapeNetRendering' / 'a' / 'comments'} (No space left on device); nothing partial "
+                   "was left: free disk space (or choose another --output) and run the same command again "
+                   "(finished objects are kept)"), err
+    assert _no_tmp_left(out) == [] and not list((out / "ShapeNetRendering" / "a").iterdir())
+
+    def write_until_full(folder, *args):
+        (folder / "ply_data_train0.h5").write_bytes(b"half")
+        _disk_full()
+
+    with monkeypatch.context() as m:
+        m.setattr(pm, "write_split_files", write_until_full)
+        assert main(_cli_args(inp, out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --output {out}: no space left on the device holding {out} ") and "\n" not in err
+    assert _no_tmp_left(out) == [] and not (out / CUSTOM_DIR).exists()
+    assert main(_cli_args(inp, out)) == 0  # the same command once there is space: every object is done
+
+    mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if str(self).startswith(str(tmp_path / "ro")):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    capsys.readouterr()
+    assert main(_cli_args(inp, tmp_path / "ro")) == 2
+    assert capsys.readouterr().err == (f"error: --output {tmp_path / 'ro'}: cannot write {tmp_path / 'ro'} "
+                                       "(Read-only file system); choose a writable --output folder\n")
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, grandchildren, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended meanwhile
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _running(pid: int) -> bool:
+    """Exists and is not a zombie (an ended process its new parent has not reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc (Linux)")
+def test_pool_workers_end_when_the_writer_is_killed(tmp_path):
+    """SIGKILL of a process using datasets.parallel.Runner with 2 workers, while both run a task that holds
+    the GIL: no worker, forkserver or resource tracker survives it for more than a few seconds."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "busy.py").write_text(
+        "import os\n"
+        "def hog(folder):\n"
+        "    open(os.path.join(folder, str(os.getpid())), 'w').close()\n"
+        "    return sum(range(10**11))  # minutes of work inside one C call that holds the GIL\n")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    code = ("from datasets.parallel import Runner\nimport busy\n"
+            f"with Runner(2, False, 'test') as r:\n    r.map(busy.hog, [{str(marks)!r}] * 4, 'busy')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[1])])}
+    writer = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path)
+    pids = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(os.listdir(marks)) < 2 and writer.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(os.listdir(marks)) == 2, "the two workers did not start"
+        pids = _descendants(writer.pid)
+        assert len(pids) >= 3, pids  # two workers and the forkserver (and the resource tracker)
+        writer.kill()
+        writer.wait()
+        deadline = time.monotonic() + 10
+        while any(_running(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in pids if _running(p)], "processes of the killed writer still run"
+    finally:
+        writer.kill()
+        for p in pids:
+            if _running(p):
+                os.kill(p, signal.SIGKILL)
 
 
 @pytest.mark.slow

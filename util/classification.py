@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from util.evaluation import class_accuracies
 from util.plotting import confusion_matrix
+from util.progress import progress_bar
 from util.training import autocast_context
 
 __all__ = ["ClsStep", "ClsEvaluator", "classification_metrics", "describe"]
@@ -98,7 +98,7 @@ class ClsEvaluator:
         targets, preds = [], []
         loss_sum, count = 0.0, 0
         try:
-            for points, labels in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+            for points, labels in progress_bar(loader, desc=desc, enabled=progress):
                 x, y = to_model_input(points, labels, self.device)
                 with autocast_context(self.device, self.amp):
                     logits = model(x)  # (B, C)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from util.fileio import InputFileError
+from util.progress import progress_bar
 
 __all__ = ["extract_features", "class_accuracies", "linear_svm", "cross_validate_C", "few_shot", "sample_episode",
            "FewShotDataError", "SVM_SOLVERS"]
@@ -38,7 +39,7 @@ def extract_features(
         model: point encoder; forward(x (B, 3, P)) -> (B, D).
         loader: iterable of batches ``(points (B, P, 3), labels (B,))``; extra trailing items are ignored.
         device: where to run the model (the model is NOT moved; pass the device it lives on).
-        progress: show a tqdm progress bar.
+        progress: show progress (a bar on a terminal, plain lines in a log: util.progress).
         desc: progress-bar label.
 
     Returns:
@@ -51,11 +52,7 @@ def extract_features(
     model.eval()
     feats: list[np.ndarray] = []
     labels: list[np.ndarray] = []
-    iterator = loader
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
+    iterator = progress_bar(loader, desc=desc, enabled=progress)
     try:
         for batch in iterator:
             points, label = batch[0], batch[1]

@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from util.meta import SHAPENET_PART_NUM_CATEGORIES as NUM_CATEGORIES
 from util.meta import SHAPENET_PART_NUM_PARTS as NUM_PARTS
 from util.metrics import restrict_logits, segmentation_metrics
+from util.progress import progress_bar
 from util.training import autocast_context
 
 __all__ = ["METRIC_NOTE", "PartSegEvaluator", "PartSegStep", "category_one_hot", "model_input", "describe_metrics",
@@ -107,8 +107,7 @@ class PartSegEvaluator:
         dtype = next(model.parameters()).dtype
         cats, targets, preds, preds_all = [], [], [], []
         loss_sum, count = 0.0, 0
-        for points, category, part_ids in tqdm(loader, desc=desc, disable=not progress, leave=False,
-                                               dynamic_ncols=True):
+        for points, category, part_ids in progress_bar(loader, desc=desc, enabled=progress):
             x, one_hot = model_input(points, category, self.device, dtype)  # (B, 3, N), (B, 16)
             category = category.to(self.device)
             part_ids = part_ids.to(self.device)

@@ -133,7 +133,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, default_name: str, dat
                    help="log every N steps (original: 50); the loss is read, and a NaN/inf found, only every N steps "
                         "and at the epoch end, so a non-finite loss stops training up to N steps late (1 = every "
                         "step, 0 = epoch end only)")
-    g.add_argument("--no_progress", action="store_true", help="no tqdm bars")
+    g.add_argument("--no_progress", action="store_true",
+                   help="no progress display (a tqdm bar on a terminal, a few plain lines in a log)")
     g.add_argument("--wandb", type=str, default="disabled", choices=["online", "offline", "disabled"],
                    help="Weights & Biases logging (the original always logged online)")
     g.add_argument("--wandb_project", type=str, default="CrossPoint", help="wandb project")

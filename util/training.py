@@ -6,8 +6,8 @@ Nothing here knows about a particular model or dataset. The epoch loop takes a *
         ...move batch to the device, forward under autocast_context(...)...
         return loss, {"imid": imid, "cmid": cmid}
 
-and does zero_grad / backward / (GradScaler) / optimizer.step, the non-finite-loss guard, the tqdm
-bar, throughput, periodic logging and the epoch means. Callers put their models in train mode.
+and does zero_grad / backward / (GradScaler) / optimizer.step, the non-finite-loss guard, the progress
+display (util.progress), throughput, periodic logging and the epoch means. Callers put their models in train mode.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
-from tqdm import tqdm
 
 from util import distributed
 from util.checkpoint import CheckpointError, atomic_torch_save, torch_load_checked
+from util.progress import progress_bar
 
 __all__ = [
     "AMP_MODES",
@@ -505,7 +505,7 @@ def train_one_epoch(step_fn: StepFn, loader: Iterable[Any], optimizer: torch.opt
     sums: dict[str, float] = {}
     samples = steps = checked = 0  # checked: steps whose values the host has read
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    bar = tqdm(total=n_steps, desc=desc or f"epoch {epoch}", disable=not progress, dynamic_ncols=True, leave=False)
+    bar = progress_bar(total=n_steps, desc=desc or f"epoch {epoch}", enabled=progress)
     start = time.perf_counter()
     step_log = _StepLog(logger, optimizer, epoch, n_steps or 0, world_size)
     try:
