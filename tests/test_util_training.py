@@ -118,7 +118,7 @@ def test_train_one_epoch_stops_on_nan_before_step():
         return loss, {"part": loss.detach()}
 
     # log_every=1 reads the loss before every step's update (larger values find it later: see
-    # tests/test_gpu_contracts_hostsync.py).
+    # tests/test_gpu_contracts.py).
     with pytest.raises(NonFiniteLossError, match="epoch 5, step 2") as info:
         train_one_epoch(step_fn, loader, opt, torch.device("cpu"), 5, None, log_every=1, progress=False)
     assert info.value.epoch == 5 and info.value.step == 2 and info.value.detected_step == 2
