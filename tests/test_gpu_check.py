@@ -76,6 +76,28 @@ def test_csr_check_counts_and_checks_every_sparse_matrix(monkeypatch):
     assert result["passed"] is False and result["csr_tensors_built"] >= 1 and "sorted" in result["error"]
 
 
+def test_tests_part_selects_cuda_tests_and_records_unimportable_modules(tmp_path):
+    """The plugin keeps the CUDA-only tests; a module that cannot be imported is a collection error, not a failure."""
+    folder = tmp_path / "suite"
+    folder.mkdir()
+    (folder / "test_cuda.py").write_text(
+        "import pytest\nimport torch\n\n"
+        "@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')\ndef test_on_gpu():\n    pass\n\n"
+        "def test_branch():\n    if torch.cuda.is_available():\n        pass\n\n"
+        "def test_cpu_only():\n    pass\n")
+    (folder / "test_broken.py").write_text("import not_a_module_of_this_project\n")
+    opts = gpu_check.build_parser().parse_args(["--device", "cpu", "--smoke", "--tests", str(folder),
+                                                "--work_dir", str(tmp_path)])
+    result = gpu_check.part_tests(opts, budget=300)
+    outcomes = {case["id"]: case["outcome"] for case in result["cases"]}
+    gpu_outcome = "passed" if torch.cuda.is_available() else "skipped"
+    assert outcomes == {"test_cuda::test_on_gpu": gpu_outcome, "test_cuda::test_branch": "passed",
+                        "test_broken": "collection error"}
+    assert result["passed"] and result["counts"]["collection error"] == 1
+    broken = next(case for case in result["cases"] if case["id"] == "test_broken")
+    assert "not_a_module_of_this_project" in broken["error"]
+
+
 @pytest.mark.slow
 def test_crosspoint_section_times_fp32_and_bf16_side_by_side_on_the_cpu():
     records = bench_main(["--only", "crosspoint", "--cp-preset", "tiny", "--cp-batch", "4", "--cp-points", "64",
