@@ -4,7 +4,8 @@ Usage (from the repository root):
     .venv/bin/python -m benchmarks.run                       # every section (GPU ones skip without CUDA)
     .venv/bin/python -m benchmarks.run --only dgcnn --points 1024 --repeats 5
     .venv/bin/python -m benchmarks.run --only dgcnn --malloc system,jemalloc,mmap
-    .venv/bin/python -m benchmarks.run --only crosspoint --device cuda --amp --channels-last
+    .venv/bin/python -m benchmarks.run --only crosspoint --rounds 4       # CPU: fp32 vs bf16, `small` sizes
+    .venv/bin/python -m benchmarks.run --only crosspoint --device cuda --channels-last   # fp32/bf16/fp16, paper
 
 Sections are functions ``section(args) -> dict | None`` registered in ``SECTIONS``; add one by
 writing the function, registering it, and (if it needs options) adding them in ``build_parser``.
@@ -33,6 +34,8 @@ from typing import Callable
 import torch
 
 from util.fileio import atomic_write_text
+from util.presets import PRESETS, PRETRAIN_K, PUBLISHED_EMB_DIMS
+from util.training import autocast_context, make_grad_scaler
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -309,26 +312,52 @@ def bench_dgcnn(args: argparse.Namespace) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Section: full CrossPoint step (two point views + image branch), meant for a GPU
+# Section: full CrossPoint step (two point views + image branch) per precision, CPU or GPU
 # ---------------------------------------------------------------------------------------------
 
+# The published pretraining step (paper; original scripts/script.sh: k 15, batch 20); the pretraining
+# presets of util/presets.py override some of these (small: 512 points, emb 256, resnet18 at 64 px).
+CP_PAPER = {"num_points": 2048, "k": PRETRAIN_K, "emb_dims": PUBLISHED_EMB_DIMS, "img_model": "resnet50",
+            "image_size": 224, "batch_size": 20}
+AMP_LABELS = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}
 
-def bench_crosspoint(args: argparse.Namespace) -> dict | None:
-    """Full CrossPoint pretraining step: DGCNN on 2 x batch clouds, ResNet on batch images, IMID + CMID.
 
-    Runs on CUDA; on CPU only with --allow-cpu (a smoke test of the code path, use small sizes).
-    Options: --amp (fp16 autocast + GradScaler), --channels-last (image branch in channels_last).
+def crosspoint_sizes(preset: str, **overrides: int | str | None) -> dict:
+    """Sizes of the CrossPoint step under a pretraining preset of util/presets.py (tiny, small, paper).
+
+    Returns the keys of ``CP_PAPER``; an override that is not None replaces the preset's value.
     """
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("[crosspoint] skipped: CUDA is not available on this machine (this section needs a GPU).")
-        return None
-    if device.type != "cuda" and not args.allow_cpu:
-        print(
-            "[crosspoint] skipped: the full CrossPoint step is a GPU benchmark; run with --device cuda "
-            "(or --allow-cpu with small --cp-* sizes for a smoke test)."
-        )
-        return None
+    sizes = {key: PRESETS["pretrain"][preset].get(key, value) for key, value in CP_PAPER.items()}
+    sizes.update({key: value for key, value in overrides.items() if value is not None})
+    return sizes
+
+
+def amp_available(device: torch.device, amp: str) -> bool:
+    """Whether autocast with ``amp`` runs a matmul in the reduced dtype on ``device``."""
+    if amp == "none":
+        return True
+    try:
+        with autocast_context(device, amp):
+            out = torch.ones(2, 2, device=device) @ torch.ones(2, 2, device=device)
+    except RuntimeError:
+        return False
+    return out.dtype == (torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def make_crosspoint_step(
+    device: torch.device, impl: str, sizes: dict, channels_last: bool = False, seed: int = 0
+) -> Callable[[str], torch.Tensor]:
+    """Models, one Adam over both, and random inputs of one CrossPoint pretraining step.
+
+    The step is train_crossmodal.py's: DGCNN(k, emb_dims, edgeconv=impl) + ``inv_head`` on the 2B
+    clouds of both views in one batch (2B, 3, N), the image encoder + ``inv_head`` on B images
+    (B, 3, S, S), under ``util.training.autocast_context``; ``crosspoint_loss`` (IMID + CMID) outside
+    autocast; backward, Adam step (through ``util.training.make_grad_scaler``'s GradScaler for fp16).
+
+    Returns:
+        ``step(amp)`` running one step with amp in ("none", "bf16", "fp16") and returning the
+        detached loss (a 0-dim tensor on ``device``).
+    """
     import util.torchvision_compat
 
     util.torchvision_compat.install()
@@ -336,62 +365,152 @@ def bench_crosspoint(args: argparse.Namespace) -> dict | None:
     from models.dgcnn import DGCNN
     from models.losses import crosspoint_loss
 
-    rows = []
-    for impl in args.impls:
-        torch.manual_seed(0)
-        point_model = DGCNN(k=args.k, emb_dims=args.emb_dims, edgeconv=impl).to(device).train()
-        image_model = build_image_encoder(args.image_arch).to(device).train()
-        if args.channels_last:
-            image_model = image_model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.Adam(
-            [{"params": point_model.parameters()}, {"params": image_model.parameters()}], lr=1e-3, weight_decay=1e-6
-        )
-        scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
-        batch = args.cp_batch
-        points = torch.randn(2 * batch, 3, args.cp_points, device=device)  # (2B, 3, N): both views
-        images = torch.randn(batch, 3, args.cp_image_size, args.cp_image_size, device=device)  # (B, 3, H, W)
-        if args.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    torch.manual_seed(seed)
+    batch = sizes["batch_size"]
+    point_model = DGCNN(k=sizes["k"], emb_dims=sizes["emb_dims"], edgeconv=impl).to(device).train()
+    image_model = build_image_encoder(sizes["img_model"]).to(device).train()
+    if channels_last:
+        image_model = image_model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(
+        [{"params": point_model.parameters()}, {"params": image_model.parameters()}], lr=1e-3, weight_decay=1e-6
+    )
+    points = torch.randn(2 * batch, 3, sizes["num_points"], device=device)  # (2B, 3, N): both views
+    images = torch.randn(batch, 3, sizes["image_size"], sizes["image_size"], device=device)  # (B, 3, S, S)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    scalers: dict[str, torch.amp.GradScaler | None] = {}
 
-        def step() -> None:
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=args.amp):
-                point_feats = point_model.inv_head(point_model(points))  # (2B, 256)
-                image_feats = image_model.inv_head(image_model(images))  # (B, 256)
-                loss, _ = crosspoint_loss(point_feats[:batch], point_feats[batch:], image_feats)
+    def step(amp: str) -> torch.Tensor:
+        if amp not in scalers:
+            scalers[amp] = make_grad_scaler(device, amp)
+        scaler = scalers[amp]
+        optimizer.zero_grad(set_to_none=True)
+        with autocast_context(device, amp):
+            z = point_model.inv_head(point_model(points))  # (2B, 256)
+            h = image_model.inv_head(image_model(images))  # (B, 256)
+        loss, _ = crosspoint_loss(z[:batch], z[batch:], h)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+        return loss.detach()
 
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
-            allocated_before = torch.cuda.memory_allocated(device)
-        print(f"[crosspoint] running {impl} ...", flush=True)
-        timing = time_steps(step, device, args.warmup, args.repeats)
-        row = {
-            "impl": impl,
-            "batch": batch,
-            "points": args.cp_points,
-            "image_size": args.cp_image_size,
-            "image_arch": args.image_arch,
-            "amp": args.amp,
-            "channels_last": args.channels_last,
-            **timing,
-        }
-        if device.type == "cuda":
-            row["peak_mem_mib"] = (torch.cuda.max_memory_allocated(device) - allocated_before) / 2**20
-        rows.append(row)
-        point_model = image_model = optimizer = step = None  # free this impl's memory before the next one
-    if len(rows) == 2:
-        rows[1]["speedup_vs_plain"] = rows[0]["step_s_median"] / rows[1]["step_s_median"]
+    return step
+
+
+def _amp_row(impl: str, amp: str, sizes: dict, runs: list[dict]) -> dict:
+    """One (impl, amp) row from its rounds' :func:`time_steps` records (the round with the lowest median)."""
+    best = min(runs, key=lambda r: r["step_s_median"])
+    row = {"impl": impl, "amp": amp, "precision": AMP_LABELS[amp], **sizes, **best,
+           "round_step_s_medians": [r["step_s_median"] for r in runs]}
+    peaks = [r["peak_step_mib"] for r in runs if "peak_step_mib" in r]
+    if peaks:
+        row["peak_step_mib"] = max(peaks)
+        row["max_allocated_mib"] = max(r["max_allocated_mib"] for r in runs)
+    return row
+
+
+def time_crosspoint(
+    device: torch.device, impl: str, sizes: dict, amps: list[str], rounds: int, warmup: int, repeats: int,
+    channels_last: bool = False,
+) -> list[dict]:
+    """Time the CrossPoint step of one EdgeConv implementation at every precision, interleaved.
+
+    One untimed fp32 step first creates Adam's state; then each round times every precision in
+    turn (``warmup`` untimed + ``repeats`` timed steps each, :func:`time_steps`), so a busy spell of a
+    shared machine hits all precisions alike. On CUDA each timing is preceded by
+    ``reset_peak_memory_stats``: ``max_allocated_mib`` is ``torch.cuda.max_memory_allocated`` and
+    ``peak_step_mib`` that minus what was allocated before the steps (models, Adam state, inputs).
+
+    Returns:
+        one row per precision (in ``amps`` order) with the best round's timing,
+        ``round_step_s_medians`` and ``speedup_vs_fp32`` (median over rounds of the same round's
+        fp32 median / this precision's median; 1.0 for fp32 itself, absent without an fp32 row), and
+        ``cpu_speedup_vs_fp32``, the same for the process CPU seconds per step.
+    """
+    step = make_crosspoint_step(device, impl, sizes, channels_last)
+    step("none")
+    runs: dict[str, list[dict]] = {amp: [] for amp in amps}
+    for round_index in range(rounds):
+        for amp in amps:
+            print(f"[crosspoint] round {round_index + 1}/{rounds}: {impl} {AMP_LABELS[amp]} ...", flush=True)
+            if device.type == "cuda":
+                synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                before = torch.cuda.memory_allocated(device)
+            timing = time_steps(lambda: step(amp), device, warmup, repeats)
+            if device.type == "cuda":
+                peak = torch.cuda.max_memory_allocated(device)
+                timing.update(max_allocated_mib=peak / 2**20, peak_step_mib=(peak - before) / 2**20)
+            runs[amp].append(timing)
+    rows = [_amp_row(impl, amp, sizes, runs[amp]) for amp in amps]
+    if "none" in runs:
+        for row in rows:
+            ratios = [f["step_s_median"] / r["step_s_median"] for f, r in zip(runs["none"], runs[row["amp"]])]
+            row["speedup_vs_fp32"] = statistics.median(ratios)
+            row["round_speedups_vs_fp32"] = ratios
+            # CPU seconds (all threads) per step: on a machine other jobs share, less disturbed than wall time
+            row["cpu_speedup_vs_fp32"] = statistics.median(
+                f["cpu_s_median"] / r["cpu_s_median"] for f, r in zip(runs["none"], runs[row["amp"]]))
+    return rows
+
+
+def default_amps(device: torch.device) -> list[str]:
+    """fp32, bf16 and fp16 on CUDA; fp32 and bf16 on the CPU (plus fp16 with --amp none,bf16,fp16)."""
+    return ["none", "bf16", "fp16"] if device.type == "cuda" else ["none", "bf16"]
+
+
+def bench_crosspoint(args: argparse.Namespace) -> dict | None:
+    """Full CrossPoint pretraining step per EdgeConv implementation and precision (see :func:`time_crosspoint`).
+
+    Sizes: ``--cp-preset`` (default paper on CUDA, small on the CPU) with ``--cp-*`` overrides.
+    Precisions: ``--amp`` (default fp32,bf16,fp16 on CUDA, fp32,bf16 on the CPU), interleaved in
+    ``--rounds`` rounds. ``--channels-last``: the image branch in channels_last.
+    """
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("[crosspoint] skipped: CUDA is not available on this machine (run on the CPU with --device cpu).")
+        return None
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # the images always have the same size, as in training
+    sizes = crosspoint_sizes(
+        args.cp_preset or ("paper" if device.type == "cuda" else "small"), num_points=args.cp_points,
+        k=args.cp_k, emb_dims=args.cp_emb_dims, img_model=args.image_arch, image_size=args.cp_image_size,
+        batch_size=args.cp_batch,
+    )
+    amps = args.amp.split(",") if args.amp else default_amps(device)
+    unknown = [amp for amp in amps if amp not in AMP_LABELS]
+    if unknown:
+        raise SystemExit(f"benchmarks/run.py: --amp {args.amp}: unknown precision(s) {unknown}; use none, bf16, fp16.")
+    missing = [amp for amp in amps if not amp_available(device, amp)]
+    if missing:
+        print(f"[crosspoint] skipping {missing}: autocast does not run them on {device} with torch {torch.__version__}.")
+        amps = [amp for amp in amps if amp not in missing]
+    rows = []
+    for impl in args.impls:
+        rows += time_crosspoint(device, impl, sizes, amps, args.rounds, args.warmup, args.repeats, args.channels_last)
     print_table(
-        f"CrossPoint step ({args.device}, amp={args.amp}, channels_last={args.channels_last})",
-        [("impl", "{}"), ("step_s_median", "{:.3f}"), ("peak_mem_mib", "{:.0f}"), ("speedup_vs_plain", "{:.2f}x")],
+        f"CrossPoint step ({args.device}, batch {sizes['batch_size']}, {sizes['num_points']} points, k "
+        f"{sizes['k']}, emb {sizes['emb_dims']}, {sizes['img_model']} at {sizes['image_size']} px, "
+        f"channels_last={args.channels_last}, {args.rounds} round(s), {torch.get_num_threads()} threads)",
+        [("impl", "{}"), ("precision", "{}"), ("step_s_median", "{:.3f}"), ("step_s_min", "{:.3f}"),
+         ("cpu_s_median", "{:.2f}"), ("speedup_vs_fp32", "{:.2f}x"), ("cpu_speedup_vs_fp32", "{:.2f}x"),
+         ("peak_step_mib", "{:.0f}"),
+         ("max_allocated_mib", "{:.0f}")],
         rows,
     )
-    return {"machine": machine_info(args.device), "rows": rows}
+    return {"machine": machine_info(args.device), "sizes": sizes, "amps": amps, "rows": rows,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark, "tf32": tf32_settings()}
+
+
+def tf32_settings() -> dict:
+    """torch's TF32 switches as they stand (they matter on Ampere and newer GPUs only)."""
+    return {"matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision()}
 
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict | None]] = {
@@ -415,7 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds",
         type=int,
         default=1,
-        help="fresh-process rounds per dgcnn configuration; the round with the lowest median is reported "
+        help="rounds: dgcnn runs every configuration once per round in a fresh process, crosspoint times "
+        "its precisions in turn in each round; the round with the lowest median is reported "
         "(use 2-3 on a shared machine) (default: 1)",
     )
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing (default: 1)")
@@ -430,13 +550,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--omp-passive", action="store_true", help="dgcnn workers with OMP_WAIT_POLICY=PASSIVE (shared machines)"
     )
-    parser.add_argument("--amp", action="store_true", help="crosspoint: fp16 autocast + GradScaler on CUDA")
+    parser.add_argument(
+        "--amp",
+        nargs="?",
+        const="fp16",
+        default=None,
+        help="crosspoint: comma-separated precisions of none (fp32), bf16, fp16 (GradScaler), timed interleaved "
+        "(default: none,bf16,fp16 on CUDA, none,bf16 on the CPU; --amp alone: fp16)",
+    )
     parser.add_argument("--channels-last", action="store_true", help="crosspoint: image branch in channels_last")
-    parser.add_argument("--allow-cpu", action="store_true", help="crosspoint: allow a CPU smoke run")
-    parser.add_argument("--cp-batch", type=int, default=20, help="crosspoint: shapes per step (paper: 20)")
-    parser.add_argument("--cp-points", type=int, default=2048, help="crosspoint: points per cloud (paper: 2048)")
-    parser.add_argument("--cp-image-size", type=int, default=224, help="crosspoint: image size (paper: 224)")
-    parser.add_argument("--image-arch", default="resnet50", help="crosspoint: image backbone (paper: resnet50)")
+    parser.add_argument(
+        "--cp-preset",
+        choices=sorted(PRESETS["pretrain"]),
+        default=None,
+        help="crosspoint: sizes of a pretraining preset of util/presets.py (default: paper on CUDA, small on the CPU)",
+    )
+    parser.add_argument("--cp-batch", type=int, default=None, help="crosspoint: shapes per step (paper: 20)")
+    parser.add_argument("--cp-points", type=int, default=None, help="crosspoint: points per cloud (paper: 2048)")
+    parser.add_argument("--cp-k", type=int, default=None, help="crosspoint: kNN size (paper script: 15)")
+    parser.add_argument("--cp-emb-dims", type=int, default=None, help="crosspoint: DGCNN width (paper: 1024)")
+    parser.add_argument("--cp-image-size", type=int, default=None, help="crosspoint: image size (paper: 224)")
+    parser.add_argument("--image-arch", default=None, help="crosspoint: image backbone (paper: resnet50)")
     parser.add_argument("--no-save", action="store_true", help="print only, do not write benchmarks/results/")
     parser.add_argument("--tag", default="", help="suffix for the result file names")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
