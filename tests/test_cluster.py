@@ -137,7 +137,7 @@ def test_resume_auto_starts_over_a_run_killed_before_its_first_checkpoint(whole_
 
 def test_resume_auto_is_in_every_training_script():
     for module in (train_crossmodal, train_partseg, train_cls):
-        text = module.build_parser().format_help()
+        text = " ".join(module.build_parser().format_help().split())
         assert "'auto'" in text and "started over" in text
 
 
@@ -421,7 +421,19 @@ def test_cluster_docs_are_linked_from_the_readme():
         assert topic in doc, topic
 
 
-def test_prepare_meshes_uses_the_shared_lock():
+def test_prepare_meshes_uses_the_shared_lock(tmp_path):
     import datasets.prepare_meshes as pm
 
     assert pm.DirLock is DirLock and not hasattr(pm, "_Lock")
+    (tmp_path / "in" / "a").mkdir(parents=True)
+    lock = tmp_path / "out" / pm.STATE_DIR / "lock"
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": 0}))
+        with pytest.raises(pm.PrepareError, match=f"in use by another prepare_meshes run: pid {holder.pid}"):
+            pm.prepare(tmp_path / "in", tmp_path / "out", progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert json.loads(lock.read_text())["pid"] == holder.pid  # a refused run leaves the holder's lock alone

@@ -27,7 +27,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["InputFileError", "DiskFullError", "DirLock", "LockHeldError", "atomic_write", "atomic_write_bytes", "atomic_write_text",
+__all__ = ["InputFileError", "DiskFullError", "DirLock", "LockHeldError",
+           "atomic_write", "atomic_write_bytes", "atomic_write_text",
            "remove_stale_tmp_files", "TMP_SUFFIX", "pid_alive", "read_json", "user_errors"]
 
 TMP_SUFFIX = ".tmp"

@@ -78,7 +78,8 @@ from util.training import (
     train_one_epoch,
 )
 
-__all__ = ["Run", "StopRequested", "PREEMPTED_EXIT", "RUN_LOCK_NAME", "FINISHED_NAME", "add_run_arguments", "check_args", "check_batch", "check_points_for_k",
+__all__ = ["Run", "StopRequested", "PREEMPTED_EXIT", "RUN_LOCK_NAME", "FINISHED_NAME", "add_run_arguments",
+           "check_args", "check_batch", "check_points_for_k",
            "resolve_resume_path", "run_training", "AT_LEAST_0", "AT_LEAST_1", "POSITIVE",
            "NON_NEGATIVE", "FRACTION", "PROBABILITY"]
 
@@ -338,7 +339,8 @@ class Run:
         if state.is_file():
             self.resume_path = state
             done = read_json(self.run_dir / FINISHED_NAME) or {}
-            self.already_finished = isinstance(done, dict) and int(done.get("epochs", -1)) >= self.args.epochs
+            epochs = done.get("epochs") if isinstance(done, dict) else None
+            self.already_finished = isinstance(epochs, int) and epochs >= self.args.epochs
             return
         held = self._held()
         ours = set(LOG_FILES) | {"config.json", "checkpoints", "wandb"}
@@ -568,7 +570,8 @@ class Run:
         args = self.args
         self._epoch_start = time.perf_counter()
         return train_one_epoch(
-            self._stoppable(step_fn, epoch), loader, self.optimizer, self.device, epoch, self.logger if self.is_main else None,
+            self._stoppable(step_fn, epoch), loader, self.optimizer, self.device, epoch,
+            self.logger if self.is_main else None,
             scaler=self.scaler, max_steps=args.max_steps_per_epoch, log_every=args.print_freq,
             progress=self.is_main and not args.no_progress, grad_clip_norm=args.grad_clip,
             world_size=self.info.world_size, desc=f"epoch {epoch}/{args.epochs}",
