@@ -79,6 +79,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -94,7 +95,7 @@ from datasets.parallel import Runner
 from datasets.render import IMAGE_SIZE
 from datasets.synthetic import text_key, write_split_files
 from datasets.synthetic_shapes import face_normals
-from util.fileio import DiskFullError, atomic_write_text, pid_alive, read_json
+from util.fileio import DirLock, DiskFullError, LockHeldError, atomic_write_text, read_json
 
 __all__ = ["prepare", "main", "PrepareError", "Source", "scan_input", "object_rng",
            "render_views", "split_objects", "VERSION", "MARKER", "REPORT", "CUSTOM_DIR", "ALBEDO"]
@@ -421,31 +422,20 @@ def _read_json(path: Path) -> dict | None:
     return read_json(path, PrepareError, "delete it or rerun with --force")
 
 
-class _Lock:
-    """ROOT/.prepare/lock holding the pid: one run per ROOT at a time (a dead holder's lock is taken)."""
-
-    def __init__(self, root: Path) -> None:
-        self.path = root / STATE_DIR / "lock"
-
-    def __enter__(self) -> "_Lock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                text = self.path.read_text().strip()
-                if text.isdigit() and int(text) != os.getpid() and pid_alive(int(text)):
-                    raise PrepareError(f"{self.path.parent.parent}: another prepare_meshes run "
-                                       f"(pid {text}) is writing there; wait for it") from None
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            return self
-        raise PrepareError(f"{self.path}: cannot take the lock")
-
-    def __exit__(self, *exc) -> None:
-        self.path.unlink(missing_ok=True)
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """ROOT/.prepare/lock (util.fileio.DirLock): one run per ROOT at a time (a dead holder's lock is taken)."""
+    lock = DirLock(root / STATE_DIR / "lock", "another prepare_meshes run")
+    try:
+        note = lock.acquire()
+    except LockHeldError as err:
+        raise PrepareError(str(err)) from None
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _refuse_foreign(root: Path, input_dir: Path) -> dict | None:
@@ -576,7 +566,7 @@ def prepare(input_dir: str | os.PathLike, output_root: str | os.PathLike, num_po
     ours = _refuse_foreign(root, input_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        with _Lock(root):
+        with _locked(root):
             _apply_settings(root, ours, settings, force)
             removed = _clean(root, classes, sources)
             results, reused = _prepare_objects(root, classes, sources, settings, workers, progress)

@@ -10,6 +10,7 @@ the files alone.
 import io
 import json
 import os
+import sys
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -234,20 +235,22 @@ def save_weights(
 ) -> None:
     """Save a plain state dict to ``path`` and, if given, its sidecar (``path.with_suffix('.json')``).
 
-    Tensors are detached and moved to the CPU. Both files are written atomically. ``meta`` is a
-    :class:`WeightsMeta` or its flat dict form. Without ``meta`` a stale sidecar from an earlier save is
-    removed, so a sidecar always describes its weights.
+    Tensors are detached and moved to the CPU. Both files are written atomically, the sidecar first: a
+    kill between the two writes leaves the new sidecar beside the previous weights of the same run (same
+    model settings), never weights without a sidecar. ``meta`` is a :class:`WeightsMeta` or its flat dict
+    form. Without ``meta`` a stale sidecar from an earlier save is removed first, so a sidecar always
+    describes its weights.
     """
     weights = {key: value.detach().cpu() for key, value in _strip_module_prefix(state_dict).items()}
     if meta is not None and not isinstance(meta, WeightsMeta):
         meta = WeightsMeta.from_dict(meta)
     text = meta.to_json() if meta is not None else None  # Fails before anything is written.
-    atomic_torch_save(weights, path)
     sidecar = WeightsMeta.path_for(path)
     if text is not None:
         atomic_write_text(sidecar, text)
     elif sidecar.exists():
         sidecar.unlink()
+    atomic_torch_save(weights, path)
 
 
 def load_point_encoder_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], WeightsMeta | None]:
@@ -257,12 +260,35 @@ def load_point_encoder_file(path: str | os.PathLike) -> tuple[dict[str, torch.Te
     a classifier, ...), and as :func:`load_state_dict_file` does.
     """
     meta = WeightsMeta.read(path)
+    if meta is None:
+        meta = _meta_from_run_config(Path(path))
     if meta is not None and meta.kind not in (None, "point_encoder"):
         raise CheckpointError(
             f"{path}: its sidecar {WeightsMeta.path_for(path).name} says kind={meta.kind!r} (model "
             f"{meta.model!r}), not a point encoder. Pass a point-encoder checkpoint, e.g. "
             "<run>/checkpoints/point_encoder_best.pth or the published dgcnn_cls_best.pth")
     return load_state_dict_file(path), meta
+
+
+def _meta_from_run_config(path: Path) -> WeightsMeta | None:
+    """For ``<run>/checkpoints/point_encoder_*.pth`` without its sidecar (written by an older version, or cut
+    off by a kill): the point-encoder settings of the run's ``config.json``, with a line on stderr saying so.
+    None for any other file (published checkpoints carry no sidecar and no run)."""
+    config_path = path.parent.parent / "config.json"
+    if not (path.name.startswith("point_encoder_") and path.parent.name == "checkpoints" and config_path.is_file()):
+        return None
+    config = read_json(config_path, error=CheckpointError, hint="it is the configuration of the run that wrote "
+                                                                 f"{path.name}")
+    if not isinstance(config, dict) or not isinstance(config.get("model"), str):
+        return None
+    model = config["model"]
+    model_args = {name: config[name] for name in (("emb_dims",) if model == "pointnet" else ("k", "emb_dims"))
+                  if isinstance(config.get(name), int)}
+    print(f"NOTE: {path} has no sidecar {WeightsMeta.path_for(path).name}; using the settings of its run's "
+          f"{config_path} instead (model={model}, {', '.join(f'{k}={v}' for k, v in model_args.items())})",
+          file=sys.stderr, flush=True)
+    return WeightsMeta(model=model, kind="point_encoder", model_args=model_args, source=str(config_path),
+                       config=config)
 
 
 def read_weights_meta(path: str | os.PathLike) -> dict | None:

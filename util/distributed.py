@@ -111,8 +111,29 @@ def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> D
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+        timeout = datetime.timedelta(seconds=timeout_s)
+        store = _restart_safe_store(info, timeout)
+        if store is None:
+            dist.init_process_group(backend=backend, timeout=timeout)
+        else:
+            dist.init_process_group(backend=backend, store=store, rank=info.rank, world_size=info.world_size,
+                                    timeout=timeout)
     return info
+
+
+def _restart_safe_store(info: DistInfo, timeout: datetime.timedelta) -> dist.Store | None:
+    """Under torchrun's shared rendezvous store, a store whose keys are prefixed with the restart attempt.
+
+    torchrun (``--max-restarts``) keeps one TCPStore for all attempts and its workers use it without a
+    per-attempt prefix, so restarted workers can read the process-group addresses of the dead ones and fail
+    ("Connection refused") or hang while connecting. None (the default ``env://`` init) outside torchrun or
+    when the store is not shared (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1).
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), info.world_size,
+                         is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"crosspoint/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", base)
 
 
 def is_dist() -> bool:
@@ -274,3 +295,12 @@ def all_reduce_min_(tensor: torch.Tensor) -> torch.Tensor:
     if is_dist():
         dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
     return tensor
+
+
+def all_reduce_max_int(value: int, device: torch.device | str = "cpu") -> int:
+    """The largest of an integer over ranks (``value`` itself when not distributed)."""
+    if not is_dist():
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())

@@ -7,9 +7,10 @@ was until the new one is complete. A full disk raises :class:`DiskFullError`, wh
 the path, and the temporary file is removed. Temporary files left behind by a killed process are
 removed by :func:`remove_stale_tmp_files`.
 
-Also here, for the writers that own an output folder while they run (``datasets.synthetic``,
-``datasets.prepare_meshes``): :func:`pid_alive` (does the process that left a lock or temporary
-folder still run?) and :func:`read_json` (a state or marker file that may be absent).
+Also here, for the writers that own an output folder while they run (training runs,
+``datasets.synthetic``, ``datasets.prepare_meshes``): :class:`DirLock` (one process per folder: a lock
+file holding pid, host and start time), :func:`pid_alive` (does the process that left a lock or
+temporary folder still run?) and :func:`read_json` (a state or marker file that may be absent).
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ import contextlib
 import errno
 import json
 import os
+import socket
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["InputFileError", "DiskFullError", "atomic_write", "atomic_write_bytes", "atomic_write_text",
+__all__ = ["InputFileError", "DiskFullError", "DirLock", "LockHeldError",
+           "atomic_write", "atomic_write_bytes", "atomic_write_text",
            "remove_stale_tmp_files", "TMP_SUFFIX", "pid_alive", "read_json", "user_errors"]
 
 TMP_SUFFIX = ".tmp"
@@ -156,3 +161,120 @@ def read_json(path: str | os.PathLike, error: type[Exception] = InputFileError, 
         return None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise error(f"{path} is not valid JSON ({e})" + (f"; {hint}" if hint else "")) from e
+
+
+class LockHeldError(RuntimeError):
+    """Another live process holds a :class:`DirLock`; the message names it (pid, host, start) and what to do."""
+
+
+def _holder_text(holder: dict[str, Any]) -> str:
+    started = holder.get("started")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if isinstance(started, (int, float)) else "?"
+    job = f", SLURM job {holder['slurm_job_id']}" if holder.get("slurm_job_id") else ""
+    return f"pid {holder.get('pid')} on host {holder.get('host') or '?'} (started {when}{job})"
+
+
+class DirLock:
+    """A lock file that lets one process at a time own a folder (a run directory, a prepared data root).
+
+    The file holds JSON ``{"pid", "host", "started", "slurm_job_id", "argv"}`` and is created atomically
+    (written under a temporary name, then hard-linked to ``path``, which fails when it exists), so a reader
+    never sees a half-written lock. Taking a lock that exists:
+
+    - held by a live process on this host: refused (:class:`LockHeldError` naming pid and host);
+    - held by a dead process on this host: taken over (``acquire`` returns a note saying so);
+    - held by an earlier run of the same SLURM job (a requeued job keeps its id; it cannot run twice at
+      once): taken over, whatever the host;
+    - held by a process on another host: refused (its liveness cannot be checked from here), with the advice
+      to delete the lock file if that job is surely gone;
+    - unreadable (not JSON): taken over with a note. A bare pid (the older format) counts as this host's.
+
+    Args:
+        path: the lock file.
+        what: what the holder does, for messages ("a training run", "a prepare_meshes run").
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str) -> None:
+        self.path = Path(path)
+        self.what = what
+        self.held = False
+
+    def _read(self) -> dict[str, Any] | None:
+        """The holder, {} for an unreadable file, None when the file is gone."""
+        try:
+            text = self.path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError):
+            return {}
+        if text.isdigit():
+            return {"pid": int(text), "host": socket.gethostname()}
+        try:
+            holder = json.loads(text)
+        except json.JSONDecodeError:
+            return {}
+        return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else {}
+
+    def _stale_reason(self, holder: dict[str, Any]) -> str:
+        """Why ``holder`` may be taken over; raises LockHeldError when it may not."""
+        if not holder:
+            return "an unreadable lock file"
+        here, job = socket.gethostname(), os.environ.get("SLURM_JOB_ID")
+        same_host = holder.get("host") == here
+        if same_host and holder["pid"] == os.getpid():
+            return "this process's own lock"
+        if same_host and not pid_alive(holder["pid"]):
+            return f"a lock of {_holder_text(holder)}, which no longer runs"
+        if job and holder.get("slurm_job_id") == job and not same_host:
+            return f"a lock of an earlier run of this SLURM job ({_holder_text(holder)})"
+        if same_host:
+            raise LockHeldError(f"{self.path.parent} is in use by {self.what}: {_holder_text(holder)}. Nothing "
+                                "was changed; wait for it to end (or stop it) and run the command again.")
+        raise LockHeldError(f"{self.path.parent} is in use by {self.what} on another host: {_holder_text(holder)}. "
+                            f"Nothing was changed. If that job is surely gone, delete {self.path} and run the "
+                            "command again.")
+
+    def acquire(self) -> str | None:
+        """Take the lock. Returns None, or a line saying whose stale lock was taken over (to log).
+
+        Raises:
+            LockHeldError: another live process holds it (see the class docstring).
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+              "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "argv": list(sys.argv)}
+        note = None
+        for _ in range(3):
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=TMP_SUFFIX)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(json.dumps(me) + "\n")
+                os.link(tmp, self.path)
+                self.held = True
+                return note
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
+            holder = self._read()
+            if holder is None:
+                continue  # released meanwhile
+            note = f"Took over {self.path}: {self._stale_reason(holder)}."
+            self.path.unlink(missing_ok=True)
+        raise LockHeldError(f"{self.path}: cannot take the lock (other processes keep taking it)")
+
+    def release(self) -> None:
+        """Remove the lock file if this process holds it (never another process's lock)."""
+        if not self.held:
+            return
+        self.held = False
+        holder = self._read()
+        if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "DirLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

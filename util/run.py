@@ -18,7 +18,13 @@ A training script builds its data, models, optimizer and schedule, then hands th
 
 What it owns:
 - the run directory ``<output_dir>/<exp_name>`` and the rule that a non-empty one is never overwritten
-  unless the user says so (``--resume`` continues it, ``--overwrite`` deletes it first);
+  unless the user says so (``--resume`` continues it, ``--overwrite`` deletes it first, ``--resume auto``
+  starts, continues or reports it finished, so the same command can be requeued);
+- one process per run directory: the lock file ``run.lock`` (pid, host, start; util.fileio.DirLock), taken by
+  the main rank before anything in the directory is touched and released at exit;
+- SIGTERM (SLURM preemption, ``scancel``): the step in progress finishes, the ranks agree to stop, and the
+  process exits with :data:`PREEMPTED_EXIT` (75); the last finished epoch's training state is kept, so
+  ``--resume auto`` redoes the interrupted epoch and the continuation is exact;
 - ``config.json`` (the resolved configuration, JSON types only), ``log.txt`` and ``metrics.jsonl``
   through :class:`util.logger.Logger`;
 - resume: the training state (models, optimizer, schedule, scaler, every rank's RNG streams, history,
@@ -39,7 +45,9 @@ import math
 import os
 import platform
 import shutil
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -53,7 +61,8 @@ from torch.utils.data.distributed import DistributedSampler
 
 from util import distributed
 from util.checkpoint import CheckpointError, WeightsMeta, save_weights
-from util.fileio import DiskFullError, atomic_write_text, remove_stale_tmp_files, user_errors
+from util.fileio import (DirLock, DiskFullError, LockHeldError, atomic_write_text, read_json, remove_stale_tmp_files,
+                         user_errors)
 from util.logger import LOG_FILES, Logger
 from util.training import (
     TRAINING_STATE_NAME,
@@ -71,13 +80,23 @@ from util.training import (
     train_one_epoch,
 )
 
-__all__ = ["Run", "add_run_arguments", "check_args", "check_batch", "check_points_for_k",
+__all__ = ["Run", "StopRequested", "PREEMPTED_EXIT", "RUN_LOCK_NAME", "FINISHED_NAME", "add_run_arguments",
+           "check_args", "check_batch", "check_points_for_k",
            "resolve_resume_path", "run_training", "AT_LEAST_0", "AT_LEAST_1", "AT_LEAST_2", "POSITIVE",
            "NON_NEGATIVE", "FRACTION", "PROBABILITY"]
 
 
 # What train_one_epoch reports besides the loss and step metrics (not averaged over ranks).
 _EPOCH_BOOKKEEPING = ("lr", "samples_per_s", "steps", "time_s")
+
+# The exit status after a stop on SIGTERM (EX_TEMPFAIL of sysexits.h: "try again later"). A requeue script
+# reads it: the training state is complete and the same command continues the run (--resume auto).
+PREEMPTED_EXIT = 75
+# The lock file of a run directory (one process per run) and the marker of a run that finished all its epochs.
+RUN_LOCK_NAME = "run.lock"
+FINISHED_NAME = "finished.json"
+# Under DDP the ranks agree on a stop every --print_freq steps (this many without logging).
+_STOP_CHECK_EVERY = 50
 
 # Settings that may change between a run and its resumption without a warning.
 _RESUME_FREE = {"resume", "overwrite", "exp_name", "output_dir", "stop_after", "no_progress", "num_workers", "wandb",
@@ -109,8 +128,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, default_name: str, dat
                         "off, so fp32 means fp32 on every GPU (torch's own default lets cuDNN use TF32)")
     g.add_argument("--resume", type=str, default=None,
                    help=f"run directory or {TRAINING_STATE_NAME} to continue (at the epoch after the last "
-                        "finished one); the result equals an uninterrupted run's bit for bit on the CPU, and on a "
-                        "GPU only with --deterministic (CUDA's atomic adds otherwise reorder sums)")
+                        "finished one), or 'auto' (for requeued / restarted jobs: the same command every time): "
+                        "continue <output_dir>/<exp_name> from its training state if it has one, exit 0 if it "
+                        "already finished its --epochs, else start it; a directory of a run killed before its "
+                        "first checkpoint (no training state) is started over. The result equals an uninterrupted "
+                        "run's bit for bit on the CPU, and on a GPU only with --deterministic (CUDA's atomic adds "
+                        "otherwise reorder sums)")
     g.add_argument("--overwrite", action="store_true",
                    help="delete an existing run of the same name and start over (without it, a non-empty run "
                         "directory is never overwritten)")
@@ -125,7 +148,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, default_name: str, dat
     g.add_argument("--max_steps_per_epoch", type=int, default=None, help="cap the steps per epoch (quick runs)")
     g.add_argument("--stop_after", type=int, default=None,
                    help="stop cleanly after this many epochs in this invocation (time-limited jobs); continue "
-                        "later with --resume")
+                        "later with --resume (or run the same command again with --resume auto)")
     g.add_argument("--save_every", type=int, default=0,
                    help="also keep the weights of every epoch E with E %% N == 0 (0-based, as the original's "
                         "--save_freq, which defaulted to 50); 0 = only best and last")
@@ -226,6 +249,21 @@ def json_config(args: argparse.Namespace, device: torch.device, info: distribute
 # ----------------------------------------------------------------------------------------------
 
 
+class StopRequested(Exception):
+    """A stop signal (SIGTERM) reached some rank; every rank raises it at the same point.
+
+    Attributes:
+        signal_name: "SIGTERM".
+        epoch: the epoch that was running or about to start (0-based).
+        step: the steps of ``epoch`` already done, or None when the stop came between epochs.
+    """
+
+    def __init__(self, signal_name: str, epoch: int, step: int | None) -> None:
+        self.signal_name, self.epoch, self.step = signal_name, epoch, step
+        where = f"epoch {epoch} after {step} step(s)" if step is not None else f"before epoch {epoch}"
+        super().__init__(f"stopped by {signal_name} at {where}")
+
+
 class Run:
     """One training run: its directory, config, logger, resume state, per-epoch checkpoints and stop rules.
 
@@ -240,14 +278,25 @@ class Run:
     def __init__(self, prog: str, args: argparse.Namespace, info: distributed.DistInfo, device: torch.device,
                  default_name: str) -> None:
         self.prog, self.args, self.info, self.device = prog, args, info, device
-        self.resume_path = resolve_resume_path(args.resume, prog) if args.resume else None
+        self.auto = args.resume == "auto"
+        self.resume_path = resolve_resume_path(args.resume, prog) if args.resume and not self.auto else None
         resumed_dir = self.resume_path.parent.parent if self.resume_path is not None else None
         if args.exp_name is None:
             self.run_dir = resumed_dir if resumed_dir is not None else Path(args.output_dir) / default_name
         else:
             self.run_dir = Path(args.output_dir) / args.exp_name
         args.exp_name = self.run_dir.name
-        self._check_run_dir(resumed_dir)
+        self._lock = DirLock(self.run_dir / RUN_LOCK_NAME, f"another {prog} run") if info.is_main else None
+        self._notes: list[str] = []
+        self._stop_signal: int | None = None
+        self._old_handlers: dict[int, Any] = {}
+        self.start_over = bool(args.overwrite)
+        self.already_finished = False
+        try:
+            self._take_run_dir(resumed_dir)
+        except BaseException:
+            self.release()
+            raise
         seed_everything(args.seed, deterministic=args.deterministic)
         self.precision_policy = configure_backends(device, deterministic=args.deterministic,
                                                    allow_tf32=args.allow_tf32, amp=args.amp)
@@ -273,20 +322,77 @@ class Run:
     def is_main(self) -> bool:
         return self.info.is_main
 
-    def _check_run_dir(self, resumed_dir: Path | None) -> None:
-        """A non-empty run directory is continued (--resume), deleted (--overwrite) or refused."""
-        same = resumed_dir is not None and resumed_dir.resolve() == self.run_dir.resolve()
+    def _take_run_dir(self, resumed_dir: Path | None) -> None:
+        """Lock the run directory (main rank), decide what --resume auto does, refuse what must be refused, and
+        install the SIGTERM handler. Under DDP the main rank decides and tells the others."""
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise SystemExit(f"{self.prog}: the run directory {self.run_dir} is a file; choose another "
                              "--exp_name or --output_dir.")
-        if same or self.args.overwrite or not self.run_dir.is_dir():
+        refusal: str | None = None
+        if self._lock is not None:
+            try:
+                self._lock_and_decide(resumed_dir)
+            except SystemExit as err:
+                if self.info.world_size == 1:
+                    raise
+                refusal = str(err.code)
+        if self.info.world_size > 1:
+            refusal, self.resume_path, self.start_over, self.already_finished = distributed.broadcast_object(
+                (refusal, self.resume_path, self.start_over, self.already_finished))
+            if refusal is not None:
+                raise SystemExit(refusal)
+        if threading.current_thread() is threading.main_thread():
+            self._old_handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _lock_and_decide(self, resumed_dir: Path | None) -> None:
+        """Main rank: take the lock, resolve --resume auto, refuse a run directory that must not be touched."""
+        try:
+            note = self._lock.acquire()
+        except LockHeldError as err:
+            raise SystemExit(f"{self.prog}: {err}") from None
+        self._notes += [note] if note else []
+        if self.auto:
+            self._decide_auto()
+        self._check_run_dir(resumed_dir)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        """Only note the signal: the step in progress finishes and the ranks agree on where to stop."""
+        self._stop_signal = signum
+
+    def _decide_auto(self) -> None:
+        """--resume auto: continue from the training state, report a finished run, or start (over)."""
+        state = self.ckpt_dir / TRAINING_STATE_NAME
+        if state.is_file():
+            self.resume_path = state
+            done = read_json(self.run_dir / FINISHED_NAME) or {}
+            epochs = done.get("epochs") if isinstance(done, dict) else None
+            self.already_finished = isinstance(epochs, int) and epochs >= self.args.epochs
             return
-        held = sorted(p.name for p in self.run_dir.iterdir())
+        held = self._held()
+        ours = set(LOG_FILES) | {"config.json", "checkpoints", "wandb"}
+        if held and ("config.json" in held or set(held) <= ours):
+            self.start_over = True
+            self._notes.append(f"--resume auto: {self.run_dir} held no training state (a run stopped before its "
+                               f"first checkpoint: {', '.join(held[:6])}); started over.")
+
+    def _held(self) -> list[str]:
+        """The names in the run directory besides the lock."""
+        if not self.run_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.run_dir.iterdir() if p.name != RUN_LOCK_NAME)
+
+    def _check_run_dir(self, resumed_dir: Path | None) -> None:
+        """A non-empty run directory is continued (--resume), deleted (--overwrite) or refused."""
+        same = resumed_dir is not None and resumed_dir.resolve() == self.run_dir.resolve()
+        if same or self.start_over or (self.auto and self.resume_path is not None):
+            return
+        held = self._held()
         if held:
             raise SystemExit(
                 f"{self.prog}: the run directory {self.run_dir} already holds a run ({', '.join(held[:6])}"
                 f"{', ...' if len(held) > 6 else ''}). Nothing was changed. Continue it with --resume "
                 f"{self.run_dir}, start it over with --overwrite (deletes it), or choose another --exp_name."
+                + (" (--resume auto starts over only a directory of this project's run files.)" if self.auto else "")
             )
 
     # -- building -----------------------------------------------------------------------------
@@ -331,14 +437,17 @@ class Run:
             # DDP broadcasts rank 0's initial weights; the augmentations must differ between ranks.
             seed_everything(self.args.seed + self.info.rank, deterministic=self.args.deterministic)
         if self.is_main:
-            if self.args.overwrite and self.run_dir.is_dir() and self.resume_path is None:
-                shutil.rmtree(self.run_dir)
+            if self.start_over:
+                self._clear_run_dir()
+            (self.run_dir / FINISHED_NAME).unlink(missing_ok=True)  # written again when the run finishes
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             removed = remove_stale_tmp_files(self.ckpt_dir) + remove_stale_tmp_files(self.run_dir)
             cut = self._cut_logs(state) if state is not None else []
             self.logger = Logger(self.run_dir, wandb_mode=self.args.wandb, config=self.config,
                                  project=self.args.wandb_project, run_name=self.args.exp_name)
             atomic_write_text(self.run_dir / "config.json", json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+            for line in self._notes:
+                self.logger.info(line)
             for path in removed:
                 self.logger.info(f"Removed {path}, a partial file left by an interrupted run.")
             for line in cut:
@@ -356,6 +465,15 @@ class Run:
                 if note is not None:
                     self.logger.info(note)
         distributed.barrier()
+
+    def _clear_run_dir(self) -> None:
+        """Delete everything in the run directory except the lock (--overwrite, or --resume auto starting over)."""
+        for name in self._held():
+            path = self.run_dir / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
     def _restore(self, model_settings: Sequence[str]) -> dict[str, Any]:
         """Load the training state into the run and restore this rank's RNGs (exact continuation)."""
@@ -433,13 +551,46 @@ class Run:
 
     # -- the epoch loop -----------------------------------------------------------------------
 
-    def epochs(self) -> range:
-        """The epochs this invocation trains (``--stop_after`` limits them)."""
+    def epochs(self) -> Iterator[int]:
+        """The epochs this invocation trains (``--stop_after`` limits them).
+
+        Raises StopRequested before an epoch when a stop signal reached some rank (all ranks agree: one
+        collective per epoch under DDP).
+        """
         args = self.args
         end = args.epochs if args.stop_after is None else min(args.epochs, self.start_epoch + args.stop_after)
         if self.start_epoch >= args.epochs:
             self.logger.info(f"Nothing to do: the run already finished its {args.epochs} epochs.")
-        return range(self.start_epoch, end)
+        for epoch in range(self.start_epoch, end):
+            if self._stop_agreed():
+                raise StopRequested(self._signal_name(), epoch, None)
+            yield epoch
+
+    def _stop_agreed(self) -> bool:
+        """Whether a stop signal reached this or any other rank (a collective under DDP: call on every rank).
+        Every rank then knows the signal's number."""
+        local = self._stop_signal or 0
+        if self.info.world_size > 1:
+            local = distributed.all_reduce_max_int(local, device=self.device)
+            self._stop_signal = local or None
+        return bool(local)
+
+    def _signal_name(self) -> str:
+        return signal.Signals(self._stop_signal).name if self._stop_signal is not None else "a stop signal"
+
+    def _stoppable(self, step_fn: Callable, epoch: int) -> Callable:
+        """``step_fn`` that first checks for an agreed stop (before each step after the first: i.e. after each
+        optimizer step; under DDP every --print_freq steps, the same steps on every rank)."""
+        every = 1 if self.info.world_size == 1 else (self.args.print_freq or _STOP_CHECK_EVERY)
+        done = [0]
+
+        def step(batch: Any) -> Any:
+            if done[0] and done[0] % every == 0 and self._stop_agreed():
+                raise StopRequested(self._signal_name(), epoch, done[0])
+            done[0] += 1
+            return step_fn(batch)
+
+        return step
 
     @property
     def finished(self) -> bool:
@@ -453,7 +604,8 @@ class Run:
         args = self.args
         self._epoch_start = time.perf_counter()
         return train_one_epoch(
-            step_fn, loader, self.optimizer, self.device, epoch, self.logger if self.is_main else None,
+            self._stoppable(step_fn, epoch), loader, self.optimizer, self.device, epoch,
+            self.logger if self.is_main else None,
             scaler=self.scaler, max_steps=args.max_steps_per_epoch, log_every=args.print_freq,
             progress=self.is_main and not args.no_progress, grad_clip_norm=args.grad_clip,
             world_size=self.info.world_size, desc=f"epoch {epoch}/{args.epochs}",
@@ -550,6 +702,22 @@ class Run:
             kept = (f"The last complete training state, {state}, is intact; continue with --resume {self.run_dir} "
                     "once there is space." if state.is_file() else "No training state had been written yet.")
             self._fail(f"ERROR: training stopped: {err}\n{kept}", err)
+        except StopRequested as err:
+            self._stopped(err)
+
+    def _stopped(self, err: StopRequested) -> None:
+        """Log where the run stopped and what continues it; exit with PREEMPTED_EXIT on every rank."""
+        state = self.ckpt_dir / TRAINING_STATE_NAME
+        kept = (f"The training state of epoch {self.history[-1]['epoch']} ({state}) is complete"
+                if self.history and state.is_file() else "No training state had been written yet")
+        redo = f"; epoch {err.epoch} is redone from its start" if err.step is not None else ""
+        msg = (f"Training {err}. {kept}{redo}. Exit status {PREEMPTED_EXIT}: run the same command with --resume "
+               f"auto (or --resume {self.run_dir}) to continue; the continuation is exact.")
+        if self.is_main:
+            self.logger.info(msg)
+        with contextlib.suppress(OSError):
+            self.logger.close()
+        raise SystemExit(PREEMPTED_EXIT) from err
 
     def _fail(self, msg: str, err: BaseException) -> None:
         try:
@@ -562,6 +730,22 @@ class Run:
 
     def close(self) -> None:
         self.logger.close()
+        self.release()
+
+    def release(self) -> None:
+        """Release the run directory's lock and restore the signal handlers (idempotent)."""
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler)
+        self._old_handlers = {}
+        if self._lock is not None:
+            self._lock.release()
+
+    def mark_finished(self) -> None:
+        """Write ``finished.json`` (main rank) when all --epochs are done and the script's final step returned:
+        ``--resume auto`` then exits at once."""
+        if self.is_main and self.finished:
+            atomic_write_text(self.run_dir / FINISHED_NAME,
+                              json.dumps({"epochs": self.args.epochs, "finished_at": time.time()}) + "\n")
 
     def summary(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "history": self.history, "best_metric": self.best_metric,
@@ -590,16 +774,25 @@ def run_training(prog: str, args: argparse.Namespace, validate: Callable[[argpar
     validate(args, env.world_size)
     device = resolve_device(args.device, env.local_rank, env.world_size, prog)
     info = distributed.init_distributed(backend=distributed.backend_for(device))
+    run = None
     try:
         with user_errors(prog):
             if evaluate_only is not None and getattr(args, "eval", False):
                 return _evaluate_only(evaluate_only, args, info, device, default_name)
             run = Run(prog, args, info, device, default_name=default_name)
+            if run.already_finished:
+                if run.is_main:
+                    print(f"{prog}: {run.run_dir} already finished its {args.epochs} epochs ({FINISHED_NAME}); "
+                          "nothing to do.", flush=True)
+                return {"run_dir": str(run.run_dir), "already_finished": True}
             with run.guard():
                 results = train(run, setup(run))
+                run.mark_finished()
         run.close()
         return distributed.broadcast_object(results)
     finally:
+        if run is not None:
+            run.release()
         distributed.cleanup()
 
 
