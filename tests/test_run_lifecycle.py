@@ -265,3 +265,65 @@ def test_truncated_renderings_load_and_are_counted_in_the_epoch_log(tiny_data_ro
     loads = summary["history"][0]["truncated_image_loads"]
     assert loads >= 4  # every view is truncated: at least one batch of 4 objects was loaded
     assert f"{loads} load(s) of truncated renderings" in (tmp_path / "trunc" / "log.txt").read_text()
+
+
+# ----------------------------------------------------------------------------------------------
+# A run that fails before its first checkpoint leaves nothing behind (issue 24)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_too_few_samples_for_a_batch_is_one_line_and_leaves_no_run_directory(tiny_data_root, tmp_path):
+    out = tmp_path / "runs"
+    with pytest.raises(SystemExit, match=r"has \d+ \w+, fewer than --batch_size 100000"):
+        train_partseg.main(["--data_root", str(tiny_data_root), "--output_dir", str(out), "--exp_name", "big",
+                            "--preset", "tiny", "--num_workers", "0", "--no_progress", "--batch_size", "100000"])
+    assert not out.exists()  # the run directory and the output folder this invocation made are gone
+    # A directory that existed before is never deleted, even when it held nothing.
+    (out / "kept").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="fewer than --batch_size"):
+        train_crossmodal.main(_argv(tiny_data_root, out, "kept", "--batch_size", "100000"))
+    assert (out / "kept").is_dir()
+
+
+def test_a_failure_before_the_first_checkpoint_removes_the_new_run_directory(tiny_data_root, tmp_path, monkeypatch):
+    import util.run
+
+    def broken(*args, **kwargs):
+        raise KeyError("train/loss")
+
+    monkeypatch.setattr(util.run, "train_one_epoch", broken)
+    with pytest.raises(KeyError):
+        train_crossmodal.main(_argv(tiny_data_root, tmp_path, "early", "--epochs", "2"))
+    assert not (tmp_path / "early").exists()
+    monkeypatch.undo()
+    # After its first checkpoint a failing run keeps its directory (--resume continues it).
+    train_crossmodal.main(_argv(tiny_data_root, tmp_path, "late", "--epochs", "1"))
+    monkeypatch.setattr(util.run, "train_one_epoch", broken)
+    with pytest.raises(KeyError):
+        train_crossmodal.main(_argv(tiny_data_root, tmp_path, "late", "--epochs", "2", "--resume", "auto"))
+    assert (tmp_path / "late" / "checkpoints" / "training_state_last.pt").is_file()
+
+
+def test_wandb_online_without_a_login_is_refused_before_the_run_directory(tiny_data_root, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no_netrc"))
+    with pytest.raises(SystemExit, match=r"--wandb online needs a wandb login .*wandb login"):
+        train_crossmodal.main(_argv(tiny_data_root, tmp_path / "runs", "w", "--wandb", "online"))
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "a" * 40 + "\n")
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    from util.logger import wandb_login_problem
+
+    assert wandb_login_problem("online") is None and wandb_login_problem("offline") is None
+
+
+def test_extending_a_cleanly_resumed_run_cuts_nothing_from_the_logs(tiny_data_root, tmp_path):
+    """A clean invocation after the last checkpoint ("Nothing to do") logs lines a later resume must keep."""
+    run = tmp_path / "done"
+    train_crossmodal.main(_argv(tiny_data_root, tmp_path, "done", "--epochs", "1"))
+    train_crossmodal.main(_argv(tiny_data_root, tmp_path, "done", "--epochs", "1", "--resume", str(run)))
+    before = (run / "log.txt").read_text()
+    assert "Nothing to do" in before
+    train_crossmodal.main(_argv(tiny_data_root, tmp_path, "done", "--epochs", "2", "--resume", str(run)))
+    log = (run / "log.txt").read_text()
+    assert log.startswith(before) and "Removed" not in log

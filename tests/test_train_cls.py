@@ -158,3 +158,10 @@ def test_a_corrupt_sidecar_of_pretrained_path_is_one_line(tiny_data_root, tmp_pa
     with pytest.raises(SystemExit) as info:
         train_cls.main(_argv(tiny_data_root, tmp_path, "s", "--pretrained_path", str(weights)))
     assert str(tmp_path / "point_encoder_best.json") in str(info.value) and "\n" not in str(info.value)
+
+
+def test_fewer_training_clouds_than_the_batch_is_one_line_and_leaves_no_run(tiny_data_root, tmp_path):
+    """Issue 24: drop_last left no step, the run crashed with KeyError 'train/loss' and left its directory."""
+    with pytest.raises(SystemExit, match=r"train_cls.py: the training set .* fewer than --batch_size 100000"):
+        train_cls.main(_argv(tiny_data_root, tmp_path / "runs", "few", "--batch_size", "100000", "--epochs", "1"))
+    assert not (tmp_path / "runs").exists()

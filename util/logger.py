@@ -10,13 +10,37 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import netrc
 import os
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from tqdm import tqdm
 
 WANDB_MODES = ("online", "offline", "disabled")
 LOG_FILES = ("log.txt", "metrics.jsonl")
+
+
+def wandb_login_problem(mode: str) -> str | None:
+    """Why ``--wandb online`` would fail to log in, or None (also for the other modes).
+
+    Checked without the network and without importing wandb, the way wandb finds its key: the environment
+    variable WANDB_API_KEY, else the netrc file (``$NETRC`` or ``~/.netrc``) entry of the wandb host
+    (``$WANDB_BASE_URL``, default https://api.wandb.ai), which ``wandb login`` writes.
+    """
+    if mode != "online" or os.environ.get("WANDB_API_KEY"):
+        return None
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
+    path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
+    try:
+        entry = netrc.netrc(str(path)).authenticators(host) if path.is_file() else None
+    except (OSError, netrc.NetrcParseError):
+        entry = None
+    if entry and entry[2]:
+        return None
+    return (f"--wandb online needs a wandb login (no WANDB_API_KEY and no {host} entry in {path}); run `wandb login` "
+            "first, or use --wandb offline / disabled.")
 
 
 def _jsonable(value: Any) -> Any:

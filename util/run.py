@@ -63,7 +63,7 @@ from util import distributed
 from util.checkpoint import CheckpointError, WeightsMeta, save_weights
 from util.fileio import (DirLock, DiskFullError, LockHeldError, atomic_write_text, read_json, remove_stale_tmp_files,
                          user_errors)
-from util.logger import LOG_FILES, Logger
+from util.logger import LOG_FILES, Logger, wandb_login_problem
 from util.training import (
     TRAINING_STATE_NAME,
     NonFiniteLossError,
@@ -95,6 +95,9 @@ PREEMPTED_EXIT = 75
 # The lock file of a run directory (one process per run) and the marker of a run that finished all its epochs.
 RUN_LOCK_NAME = "run.lock"
 FINISHED_NAME = "finished.json"
+# Log sizes at the clean end of an invocation (checkpoints/), so a later resume keeps what it logged after the
+# last checkpoint (final evaluation, "Nothing to do") and cuts back only what a killed run logged.
+CLEAN_EXIT_NAME = "logs_at_clean_exit.json"
 # Under DDP the ranks agree on a stop every --print_freq steps (this many without logging).
 _STOP_CHECK_EVERY = 50
 
@@ -193,6 +196,9 @@ def check_args(prog: str, args: argparse.Namespace, rules: Mapping[str, Rule]) -
             raise SystemExit(f"{prog}: --{name} must be {must}{' (each value)' if several else ''}, got {bad[0]}.")
     if getattr(args, "resume", None) and getattr(args, "overwrite", False):
         raise SystemExit(f"{prog}: --resume continues a run and --overwrite deletes it; pass only one.")
+    login = wandb_login_problem(getattr(args, "wandb", "disabled"))
+    if login is not None:
+        raise SystemExit(f"{prog}: {login}")
 
 
 def check_batch(prog: str, batch_size: int, world_size: int, why_two: str) -> None:
@@ -286,6 +292,8 @@ class Run:
         else:
             self.run_dir = Path(args.output_dir) / args.exp_name
         args.exp_name = self.run_dir.name
+        # What this invocation creates (main rank): removed again when it fails before its first checkpoint.
+        self._created_top = _first_missing(self.run_dir) if info.is_main else None
         self._lock = DirLock(self.run_dir / RUN_LOCK_NAME, f"another {prog} run") if info.is_main else None
         self._notes: list[str] = []
         self._stop_signal: int | None = None
@@ -412,6 +420,10 @@ class Run:
         loader = DataLoader(dataset, batch_size=batch_size // info.world_size, shuffle=sampler is None,
                             sampler=sampler, drop_last=True,
                             **loader_kwargs(self.device, num_workers, generator, persistent_workers))
+        if len(loader) == 0:
+            raise SystemExit(f"{self.prog}: the training set under --data_root {self.args.data_root} has "
+                             f"{len(dataset)} samples, fewer than --batch_size {batch_size}; no full batch "
+                             "(drop_last=True) could be formed. Lower --batch_size.")
         self.steps_per_epoch = min(len(loader), self.args.max_steps_per_epoch or len(loader))
         return loader
 
@@ -534,6 +546,9 @@ class Run:
         checkpoint was never written) is redone by the resumed run, so keeping it would repeat records.
         """
         offsets = state["extra"].get("log_offsets") or {}
+        clean = read_json(self.ckpt_dir / CLEAN_EXIT_NAME)
+        if isinstance(clean, dict) and clean.get("epoch") == state["epoch"] and isinstance(clean.get("sizes"), dict):
+            offsets = {**offsets, **clean["sizes"]}  # a later invocation ended cleanly: nothing to cut
         notes = []
         for name in LOG_FILES:
             path, size = self.run_dir / name, offsets.get(name)
@@ -729,8 +744,32 @@ class Run:
         raise SystemExit(msg) from err
 
     def close(self) -> None:
+        """The clean end of an invocation: record the log sizes (see CLEAN_EXIT_NAME), close, release the lock."""
+        sizes = self.logger.file_sizes()
         self.logger.close()
+        if self.is_main and self.history and sizes:
+            atomic_write_text(self.ckpt_dir / CLEAN_EXIT_NAME,
+                              json.dumps({"epoch": self.history[-1]["epoch"], "sizes": sizes}) + "\n")
         self.release()
+
+    def discard_unstarted(self) -> bool:
+        """After a failure: delete what this invocation created when no training state was written (a run that
+        failed before its first checkpoint leaves nothing behind). A directory that existed before (``--resume``,
+        ``--resume auto``, ``--overwrite`` of an existing run) is never deleted. Returns whether it deleted."""
+        if self._created_top is None or (self.ckpt_dir / TRAINING_STATE_NAME).is_file() or not self.run_dir.is_dir():
+            return False
+        with contextlib.suppress(OSError):
+            self.logger.close()
+        self._clear_run_dir()
+        self.release()
+        path = self.run_dir
+        with contextlib.suppress(OSError):  # only empty folders, up to the first one this invocation made
+            while True:
+                path.rmdir()
+                if path == self._created_top:
+                    break
+                path = path.parent
+        return True
 
     def release(self) -> None:
         """Release the run directory's lock and restore the signal handlers (idempotent)."""
@@ -776,7 +815,7 @@ def run_training(prog: str, args: argparse.Namespace, validate: Callable[[argpar
     info = distributed.init_distributed(backend=distributed.backend_for(device))
     run = None
     try:
-        with user_errors(prog):
+        with user_errors(prog), _discard_on_failure(lambda: run):
             if evaluate_only is not None and getattr(args, "eval", False):
                 return _evaluate_only(evaluate_only, args, info, device, default_name)
             run = Run(prog, args, info, device, default_name=default_name)
@@ -794,6 +833,30 @@ def run_training(prog: str, args: argparse.Namespace, validate: Callable[[argpar
         if run is not None:
             run.release()
         distributed.cleanup()
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost folder of ``path``'s ancestors (``path`` included) that does not exist yet; None if it exists."""
+    if path.exists():
+        return None
+    top = path
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    return top
+
+
+@contextlib.contextmanager
+def _discard_on_failure(get_run: Callable[[], Run | None]) -> Iterator[None]:
+    """On a failure (not a stop for preemption, whose state --resume auto handles), let the run delete what it
+    created before its first checkpoint."""
+    try:
+        yield
+    except BaseException as err:
+        run = get_run()
+        preempted = isinstance(err, SystemExit) and err.code == PREEMPTED_EXIT
+        if run is not None and not preempted and not (isinstance(err, SystemExit) and err.code in (0, None)):
+            run.discard_unstarted()
+        raise
 
 
 def _evaluate_only(evaluate_only: Callable[..., dict[str, Any]], args: argparse.Namespace,
