@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -91,12 +92,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     check_points_for_k(PROG, args.num_points, encoder.model_args.get("k"), encoder.sources.get("k"))
     clouds, skipped = read_encoder_clouds(args.input, args.num_points, args.seed, args.up_axis,
                                           not args.no_progress)
+    k = encoder.model_args.get("k", 1)
+    for name, points, _ in [c for c in clouds if len(c[1]) < k]:  # skipped like any unreadable file
+        reason = f"{len(points)} points, fewer than k={k} (DGCNN needs at least k points)"
+        skipped.append((name, reason))
+        print(f"skipped {name}: {reason}", file=sys.stderr, flush=True)
+    clouds = [c for c in clouds if len(c[1]) >= k]
     if not clouds:
         raise SystemExit(f"{PROG}: nothing to embed: every input was skipped ({len(skipped)} file(s), reasons above).")
-    too_small = [name for name, points, _ in clouds if len(points) < encoder.model_args.get("k", 1)]
-    if too_small:
-        raise SystemExit(f"{PROG}: {too_small[0]} has fewer points than k={encoder.model_args['k']}; DGCNN needs at "
-                         f"least k points ({len(too_small)} such cloud(s)).")
     feats = embed_clouds(encoder.model, clouds, device, args.batch_size, not args.no_progress)
     settings = {**encoder.info(), "num_points": args.num_points, "seed": args.seed, "up_axis": args.up_axis,
                 "feature": "global feature before inv_head, eval mode", "skipped": skipped,

@@ -178,3 +178,13 @@ def test_corrupt_sidecar_is_one_line_naming_it(ckpt, tmp_path, sidecar):
     with pytest.raises(SystemExit) as info, user_errors(embed.PROG):
         _embed(weights, tmp_path / "f.npz", _cloud(tmp_path / "c.npy"))
     assert str(tmp_path / "w.json") in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_cloud_with_fewer_points_than_k_is_skipped_with_its_reason(ckpt, tmp_path, capsys):
+    """Issue 24: one small input stopped everything (exit 1, no .npz); it is skipped like any bad file."""
+    good = _cloud(tmp_path / "good.npy")
+    np.save(tmp_path / "small.npy", np.random.default_rng(1).normal(size=(3, 3)).astype(np.float32))
+    out = _embed(ckpt, tmp_path / "f.npz", good, tmp_path / "small.npy")
+    assert [p.endswith("good.npy") for p in out["paths"]] == [True]
+    assert len(out["skipped"]) == 1 and "small.npy" in out["skipped"][0][0] and "fewer than k=5" in out["skipped"][0][1]
+    assert "skipped" in capsys.readouterr().err and (tmp_path / "f.npz").is_file()
