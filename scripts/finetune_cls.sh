@@ -2,7 +2,7 @@
 # Classification fine-tuning (the protocol of Point-MAE and followers; not in the CrossPoint paper) with the DGCNN
 # paper's recipe (train_cls.py defaults): ModelNet40 and the three ScanObjectNN variants, from a pretrained
 # encoder, or from scratch with PRETRAINED=none.
-#   bash scripts/finetune_cls.sh PRETRAINED [DATA_ROOT] [extra train_cls.py args, e.g. --seed 2]
+#   bash scripts/finetune_cls.sh PRETRAINED [DATA_ROOT (default data)] [extra train_cls.py args, e.g. --seed 2]
 #   PRETRAINED: runs/crosspoint_dgcnn_cls, checkpoints/official/dgcnn_cls_best.pth, or none
 # Runs go to runs/cls_<dataset>[_<variant>]_<tag>/ with results.json (overall and mean class accuracy of the
 # checkpoint kept on a held-out part of train, scored once on test).

@@ -4,7 +4,7 @@
 # --num_points flag was unused; pass --num_points 1024 to cut). Default protocol = the original (support and
 # query from the training split); add --query_split test for the stricter protocol (queries from test).
 # Each result reports mean ± std (population, as the original) and the standard error of the mean.
-#   bash scripts/fsl_script.sh MODEL_PATH [DATA_ROOT] [extra eval_fewshot.py args, e.g. --query_split test]
+#   bash scripts/fsl_script.sh MODEL_PATH [DATA_ROOT (default data)] [extra eval_fewshot.py args]
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$repo/scripts/_eval_args.sh" "$@"

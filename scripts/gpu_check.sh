@@ -10,11 +10,5 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
-if [ -n "${PYTHON:-}" ]; then
-  py="$PYTHON"
-elif [ -x .venv/bin/python ]; then
-  py=.venv/bin/python
-else
-  py=python3
-fi
-exec "$py" -m benchmarks.gpu_check "$@"
+source scripts/_python.sh
+exec "$python" -m benchmarks.gpu_check "$@"

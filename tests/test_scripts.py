@@ -47,3 +47,45 @@ def test_eval_svm_script_runs_both_datasets(tiny_data_root, tmp_path):
                 "--cache_dir", tmp_path / "cache")
     assert "modelnet40 linear-SVM accuracy" in out and "scanobjectnn (obj_bg) linear-SVM accuracy" in out
     assert len(list(tmp_path.glob("svm_point_encoder_best_*.json"))) == 2
+
+
+def _fake_repo(tmp_path, *scripts):
+    """A copy of scripts/ whose .venv/bin/python records its arguments instead of running anything."""
+    (tmp_path / "scripts").mkdir()
+    for name in scripts + ("_python.sh", "_eval_args.sh"):
+        (tmp_path / "scripts" / name).write_text((REPO_ROOT / "scripts" / name).read_text())
+    venv_python = tmp_path / ".venv" / "bin" / "python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.write_text(f'#!/usr/bin/env bash\necho "$*" >> "{tmp_path}/calls.txt"\n')
+    venv_python.chmod(0o755)
+    return tmp_path
+
+
+def _run_fake(repo, script, *args):
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "VIRTUAL_ENV")}
+    env["PATH"] = "/usr/bin:/bin"  # no venv of the caller's on PATH
+    proc = subprocess.run(["bash", str(repo / "scripts" / script), *args], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return (repo / "calls.txt").read_text().splitlines()
+
+
+@pytest.mark.parametrize("script", ["eval_svm.sh", "fsl_script.sh", "finetune_cls.sh"])
+def test_extra_arguments_work_without_a_data_root(tmp_path, script):
+    """Issue 24: `bash scripts/eval_svm.sh MODEL --plot` took --plot for DATA_ROOT (--data_root: expected one
+    argument). It works before or after a DATA_ROOT, and the scripts use the venv's Python."""
+    repo = _fake_repo(tmp_path, script)
+    calls = _run_fake(repo, script, "m.pth", "--plot")
+    assert calls and all("--data_root data " in c and c.endswith("--plot") for c in calls)
+    (repo / "calls.txt").unlink()
+    calls = _run_fake(repo, script, "m.pth", "mydata", "--plot")
+    assert calls and all("--data_root mydata " in c and c.endswith("--plot") for c in calls)
+
+
+def test_script_sh_and_gpu_check_use_the_venv_python(tmp_path):
+    """Issue 24: script.sh ran `python` from PATH (outside the venv); every command now runs the venv's."""
+    repo = _fake_repo(tmp_path, "script.sh", "eval_svm.sh", "fsl_script.sh", "gpu_check.sh")
+    calls = _run_fake(repo, "script.sh")
+    assert sum(c.startswith("train_crossmodal.py") for c in calls) == 2
+    assert any(c.startswith("train_partseg.py") for c in calls) and any("eval_fewshot.py" in c for c in calls)
+    assert _run_fake(repo, "gpu_check.sh", "--smoke")[-1] == "-m benchmarks.gpu_check --smoke"
