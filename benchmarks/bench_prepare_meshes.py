@@ -6,7 +6,7 @@ Usage (from the repository root):
 
 Input: the real meshes of ``tests/data/meshes/`` (sources and licences in its SOURCES.md: OFF, OBJ, PLY,
 STL, GLB, from 12 to 1280 triangles), each copied ``--copies`` times under its own name into 2 classes
-(10 files x 2 = 20 objects by default). Each configuration prepares the whole input into a fresh output
+(10 files x 10 copies = 100 objects by default). Each configuration prepares the whole input into a fresh output
 folder, through ``datasets.prepare_meshes.prepare`` (what the CLI runs), ``--rounds`` times; reported: the
 median wall time and objects/s (process-pool start-up included, since a user pays it), and the best round.
 A per-object breakdown (one process, median over the objects) splits the time into reading + normalising,

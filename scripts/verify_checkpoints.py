@@ -18,8 +18,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import build_image_encoder  # noqa: E402
 from models.dgcnn import DGCNN, DGCNNPartSeg  # noqa: E402
-from util.checkpoint import load_pretrained, load_state_dict_file  # noqa: E402
+from util.checkpoint import CheckpointError, load_pretrained, load_state_dict_file, read_weights_meta  # noqa: E402
 from util.presets import PARTSEG_K, PRETRAIN_K  # noqa: E402
+
+
+def sidecar_k(path: Path) -> tuple[int, str]:
+    """The kNN size the weights were trained with: their sidecar's k (this project's files), else the published
+    runs' 15 (the official files carry no sidecar). Returns (k, where it came from).
+
+    Raises CheckpointError naming the sidecar when it is not valid."""
+    k = ((read_weights_meta(path) or {}).get("model_args") or {}).get("k")  # a bad sidecar: CheckpointError
+    if isinstance(k, int) and not isinstance(k, bool):
+        return k, f"k from its sidecar {path.with_suffix('.json').name}"
+    return PRETRAIN_K, f"no sidecar: k {PRETRAIN_K} of the published runs"
 
 
 def identify(state_dict: dict, path: Path) -> tuple[str, object, str]:
@@ -47,8 +58,9 @@ def identify(state_dict: dict, path: Path) -> tuple[str, object, str]:
                 f"python train_partseg.py --pretrained_path {path}  (the original scripts/script.sh)")
     if "conv5.0.weight" in state_dict:
         emb_dims = state_dict["conv5.0.weight"].shape[0]
-        return (f"DGCNN classification encoder (emb_dims {emb_dims})", DGCNN(k=PRETRAIN_K, emb_dims=emb_dims),
-                f"python eval_svm.py --model_path {path} --k {PRETRAIN_K}  (also eval_fewshot.py, embed.py, "
+        k, where = sidecar_k(path)
+        return (f"DGCNN classification encoder (emb_dims {emb_dims})", DGCNN(k=k, emb_dims=emb_dims),
+                f"python eval_svm.py --model_path {path} --k {k}  ({where}; also eval_fewshot.py, embed.py, "
                 f"train_cls.py --pretrained_path)")
     raise ValueError("not a CrossPoint checkpoint: no DGCNN, part-seg or ResNet keys (e.g. conv1.0.weight)")
 
@@ -69,7 +81,7 @@ def main(argv=None) -> int:
             state_dict = load_state_dict_file(path)
             description, model, use = identify(state_dict, path)
             load_pretrained(model, state_dict)
-        except (ValueError, FileNotFoundError, RuntimeError) as error:
+        except (ValueError, FileNotFoundError, RuntimeError, CheckpointError) as error:
             failures += 1
             print(f"FAIL {path}: {error}")
             continue

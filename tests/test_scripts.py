@@ -89,3 +89,11 @@ def test_script_sh_and_gpu_check_use_the_venv_python(tmp_path):
     assert sum(c.startswith("train_crossmodal.py") for c in calls) == 2
     assert any(c.startswith("train_partseg.py") for c in calls) and any("eval_fewshot.py" in c for c in calls)
     assert _run_fake(repo, "gpu_check.sh", "--smoke")[-1] == "-m benchmarks.gpu_check --smoke"
+
+
+def test_bench_prepare_meshes_help_states_its_default_object_count():
+    """Issue 24: --help said "20 objects by default" while the --copies default gives 100."""
+    from benchmarks import bench_prepare_meshes as bench
+
+    objects = len(bench.MESH_FILES) * bench.build_parser().get_default("copies")
+    assert f"= {objects} objects by default" in bench.build_parser().format_help()

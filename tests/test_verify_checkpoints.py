@@ -59,3 +59,21 @@ def test_the_keys_decide_how_the_partseg_file_is_used(tmp_path, capsys, kind):
         assert f"train_partseg.py --pretrained_path {path}" in out and "--eval" not in out
     else:
         assert f"train_partseg.py --eval --model_path {path}" in out and "--pretrained_path" not in out
+
+
+def test_the_suggested_k_is_the_sidecars(tmp_path, capsys):
+    """Issue 24: --k 15 was suggested for every file, also for this project's weights whose sidecar says k=8."""
+    from util.checkpoint import save_weights
+
+    official = _official_state_dict("dgcnn_cls")
+    torch.save(official, tmp_path / "dgcnn_cls_best.pth")
+    ours = tmp_path / "ours" / "point_encoder_best.pth"
+    ours.parent.mkdir()
+    save_weights(official, ours, {"model": "dgcnn", "model_args": {"k": 8, "emb_dims": 1024}, "kind": "point_encoder"})
+    assert verify_checkpoints.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"--model_path {tmp_path / 'dgcnn_cls_best.pth'} --k 15  (no sidecar" in out
+    assert f"--model_path {ours} --k 8  (k from its sidecar point_encoder_best.json" in out
+    (ours.with_suffix(".json")).write_text("not json")
+    assert verify_checkpoints.main([str(ours)]) == 1
+    assert "point_encoder_best.json" in capsys.readouterr().out
