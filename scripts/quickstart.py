@@ -67,8 +67,9 @@ KERNEL_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "MKL_ENA
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", choices=["tiny", "small", "paper"], default="small",
-                   help="settings of every script (util/presets.py) and the synthetic data size (paper: 'full')")
+    p.add_argument("--preset", choices=["tiny", "small", "paper"], default=None,
+                   help="settings of every script (util/presets.py) and the synthetic data size (paper: 'full'); "
+                        "default small, or paper on real data (an explicit --preset always wins)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1],
                    help="training/evaluation seeds; several give per-seed values, mean ± std and paired intervals")
     p.add_argument("--stages", nargs="+", choices=STAGES, default=["pretrain", "eval", "partseg"],
@@ -83,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="intra-op threads of every process (fixed, so results do not depend on the core count)")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's pretraining epochs")
     p.add_argument("--num_workers", type=int, default=1, help="DataLoader workers for pretraining")
-    p.add_argument("--runs_dir", default="runs/quickstart", help="where training runs and checkpoints go")
+    p.add_argument("--runs_dir", default="runs/quickstart",
+                   help="where training runs and checkpoints go: <runs_dir>/<preset>-<data hash>/seed<N>, so runs of "
+                        "other presets or data never share a directory")
     p.add_argument("--results_dir", default="results", help="where the reports and pictures go")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast on GPU")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
@@ -254,17 +257,34 @@ def determinants(args: argparse.Namespace, data_root: Path, kind: str) -> dict[s
             "data_sha256": data_sha256(data_root) if kind == "synthetic" else None}
 
 
-def settings_key(args: argparse.Namespace, data_root: Path) -> str:
+def data_fingerprint(root: Path) -> str:
+    """A short hash of a data root: its resolved path and every file's relative path, size and modification time
+    (cheap on the real archives too). Other data, or data changed under the same root, gives another hash."""
+    h = hashlib.sha1(str(Path(root).resolve()).encode())
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file() and not p.name.startswith(".")):
+        st = path.stat()
+        h.update(f"\0{path.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:10]
+
+
+def run_root(args: argparse.Namespace, data_hash: str) -> Path:
+    """<runs_dir>/<preset>-<data hash>: the training runs of one preset on one data root (never shared)."""
+    return Path(args.runs_dir) / f"{args.preset}-{data_hash}"
+
+
+def settings_key(args: argparse.Namespace, data_root: Path, data_hash: str) -> str:
     """What determines a seed's results besides the seed: a seed result with another key is redone."""
     fields = {"preset": args.preset, "stages": sorted(args.stages), "data_root": str(Path(data_root).resolve()),
-              "data_seed": args.data_seed, "epochs": args.epochs, "threads": args.threads}
+              "data_hash": data_hash, "data_seed": args.data_seed, "epochs": args.epochs, "threads": args.threads}
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_seed(args: argparse.Namespace, seed: int, data_root: Path, kind: str, clock: Stopwatch) -> dict[str, Any]:
-    """Every stage for one seed; the result is saved to <runs_dir>/seed<seed>/result.json (reused when done)."""
-    seed_dir = Path(args.runs_dir) / f"seed{seed}"
-    path, key = seed_dir / "result.json", settings_key(args, data_root)
+def run_seed(args: argparse.Namespace, seed: int, data_root: Path, kind: str, clock: Stopwatch,
+             data_hash: str) -> dict[str, Any]:
+    """Every stage for one seed; the result is saved to <runs_dir>/<preset>-<data hash>/seed<seed>/result.json
+    (reused when done with the same settings and data)."""
+    seed_dir = run_root(args, data_hash) / f"seed{seed}"
+    path, key = seed_dir / "result.json", settings_key(args, data_root, data_hash)
     if path.is_file():
         done = json.loads(path.read_text())
         if done.get("settings_key") == key:
@@ -440,16 +460,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     resolve_device(args.device, prog="quickstart.py")  # a missing GPU fails here, before data or runs are written
     torch.set_num_threads(args.threads)  # this process evaluates; the training processes get the same count
     clock = Stopwatch()
+    explicit_preset = args.preset is not None
+    args.preset = args.preset or "small"
     data_root, kind, args.data_seed = clock.run("data", prepare_data, args)
-    if kind == "real" and args.preset != "paper":
-        print(f"{data_root} holds real data: using the published settings (--preset paper).", flush=True)
+    if kind == "real" and not explicit_preset and args.preset != "paper":
+        print(f"{data_root} holds real data: using the published settings (--preset paper; pass --preset to "
+              "choose another).", flush=True)
         args.preset = "paper"
-    seed_results = [run_seed(args, seed, data_root, kind, clock) for seed in args.seeds]
+    data_hash = data_fingerprint(data_root)
+    print(f"Training runs: {run_root(args, data_hash)}", flush=True)
+    seed_results = [run_seed(args, seed, data_root, kind, clock, data_hash) for seed in args.seeds]
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "data": kind, "label": "SYNTHETIC data: not the paper's benchmarks" if kind == "synthetic" else "real data",
-        "data_root": str(data_root), "data_seed": args.data_seed, "preset": args.preset, "device": args.device,
+        "data_root": str(data_root), "data_seed": args.data_seed, "data_hash": data_hash,
+        "runs": str(run_root(args, data_hash)), "preset": args.preset, "device": args.device,
         "threads": args.threads, "seeds": args.seeds, "stages": args.stages,
         "fewshot": fewshot_settings(args.preset),
         "stage_seconds": clock.stages, "total_seconds": clock.total(),

@@ -1,6 +1,7 @@
 """The README's main job at the tiny size: every stage runs, seeds are resumed/skipped, the reports are written."""
 
 import json
+import shutil
 
 import pytest
 
@@ -87,3 +88,54 @@ def test_reports_record_the_seed_the_data_was_generated_with(quickstart, tiny_da
     report = quickstart.main(common[:1] + [str(real)] + common[2:])
     assert report["data"] == "real" and report["data_seed"] is None
     assert "real data," in (tmp_path / "results" / "ablation.md").read_text()
+
+
+@pytest.fixture
+def fake_partseg(quickstart, monkeypatch):
+    """The quickstart with its one stage (partseg) replaced by a recorder of the seed directory it trains in."""
+    calls = []
+
+    def partseg(args, seed, seed_dir, data_root):
+        calls.append(seed_dir)
+        return {"epochs": 1, "instance_miou": 0.5, "class_miou": 0.5, "init_instance_miou": 0.1}
+
+    monkeypatch.setattr(quickstart, "finetune_partseg", partseg)
+    monkeypatch.setattr(quickstart, "determinants", lambda *args: {})
+    return calls
+
+
+def test_runs_of_other_presets_or_data_never_share_a_directory(quickstart, fake_partseg, tiny_data_root, tmp_path):
+    """Issue 24: the default preset after --preset tiny reused tiny's run directory (and failed on its k), and
+    another data root reused models pretrained on other data."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data_root, data)
+    common = ["--data_root", str(data), "--device", "cpu", "--stages", "partseg", "--no_progress",
+              "--runs_dir", str(tmp_path / "runs"), "--results_dir", str(tmp_path / "results")]
+    quickstart.main(common + ["--preset", "tiny"])
+    quickstart.main(common + ["--preset", "small"])
+    assert len(fake_partseg) == 2 and fake_partseg[0] != fake_partseg[1]
+    assert fake_partseg[0].parent.name.startswith("tiny-") and fake_partseg[1].parent.name.startswith("small-")
+    quickstart.main(common + ["--preset", "tiny"])  # the same settings and data: the finished seed is reused
+    assert len(fake_partseg) == 2
+    # The data changed under the same root: a new directory, nothing reused.
+    labels = next(data.rglob("*.h5"))
+    labels.write_bytes(labels.read_bytes() + b"\0")
+    quickstart.main(common + ["--preset", "tiny"])
+    assert len(fake_partseg) == 3 and fake_partseg[2] not in fake_partseg[:2]
+    # Another data root with the same preset: another directory.
+    other = tmp_path / "other"
+    shutil.copytree(tiny_data_root, other)
+    quickstart.main(common[:1] + [str(other)] + common[2:] + ["--preset", "tiny"])
+    assert len(fake_partseg) == 4 and len(set(fake_partseg)) == 4
+
+
+def test_an_explicit_preset_wins_on_real_data(quickstart, tmp_path, monkeypatch):
+    """Issue 24: on a root made by prepare_meshes (no synthetic marker: "real"), --preset tiny became paper."""
+    monkeypatch.setattr(quickstart, "run_seed", lambda args, seed, *rest: {"seed": seed, "arms": {}, "pretraining": {}})
+    monkeypatch.setattr(quickstart, "determinants", lambda *args: {})
+    real = tmp_path / "real"
+    real.mkdir()
+    common = ["--data_root", str(real), "--device", "cpu", "--no_progress", "--runs_dir", str(tmp_path / "runs"),
+              "--results_dir", str(tmp_path / "results")]
+    assert quickstart.main(common + ["--preset", "tiny"])["preset"] == "tiny"
+    assert quickstart.main(common)["preset"] == "paper"
