@@ -753,10 +753,11 @@ class Run:
         self.release()
 
     def discard_unstarted(self) -> bool:
-        """After a failure: delete what this invocation created when no training state was written (a run that
+        """After a failure: delete what this invocation created when no checkpoint was written (a run that
         failed before its first checkpoint leaves nothing behind). A directory that existed before (``--resume``,
         ``--resume auto``, ``--overwrite`` of an existing run) is never deleted. Returns whether it deleted."""
-        if self._created_top is None or (self.ckpt_dir / TRAINING_STATE_NAME).is_file() or not self.run_dir.is_dir():
+        if self._created_top is None or not self.run_dir.is_dir() or (self.ckpt_dir.is_dir() and any(
+                p.suffix in (".pt", ".pth") for p in self.ckpt_dir.iterdir())):
             return False
         with contextlib.suppress(OSError):
             self.logger.close()
@@ -847,10 +848,12 @@ def _first_missing(path: Path) -> Path | None:
 
 @contextlib.contextmanager
 def _discard_on_failure(get_run: Callable[[], Run | None]) -> Iterator[None]:
-    """On a failure (not a stop for preemption, whose state --resume auto handles), let the run delete what it
-    created before its first checkpoint."""
+    """On a failure, let the run delete what it created before its first checkpoint. A stop is not a failure: a
+    preemption (SIGTERM, status 75) or an interrupt (Ctrl-C) keeps what was written, as a kill would."""
     try:
         yield
+    except KeyboardInterrupt:
+        raise
     except BaseException as err:
         run = get_run()
         preempted = isinstance(err, SystemExit) and err.code == PREEMPTED_EXIT
