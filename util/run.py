@@ -33,7 +33,10 @@ What it owns:
 - per-epoch checkpoints: ``<name>_last.pth``, ``<name>_best.pth`` and, with ``--save_every N``,
   ``<name>_epoch<E>.pth`` for every epoch E with ``E % N == 0`` (the original's rule and 0-based epoch
   numbering), each with its sidecar, then ``training_state_last.pt``; all written atomically;
-- the stop on a non-finite loss and on a full disk, with a message naming the last good checkpoint.
+- the stop on a non-finite loss and on a full disk, with a message naming the last good checkpoint;
+- cleanup: a run that fails before its first checkpoint deletes the run directory it created (one that existed
+  before is never deleted), and the log sizes at a clean exit, so a later resume cuts back only what a killed
+  run logged.
 """
 
 from __future__ import annotations
