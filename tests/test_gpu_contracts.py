@@ -1083,10 +1083,20 @@ def _hs_ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
                     torch.randn(2, 3, 4, 4, generator=g)) for _ in range(6)]
         counter.install()
         step_fn = counter.watch(step, opt)
-        for epoch in range(2):
-            train_one_epoch(step_fn, batches, opt, device, epoch, None, log_every=2, progress=False, world_size=2)
+        for epoch in range(2):  # a stop flag that stays down rides in the sync points' all-reduce: no extra call
+            train_one_epoch(step_fn, batches, opt, device, epoch, None, log_every=2, progress=False, world_size=2,
+                            should_stop=lambda: False)
         counter.uninstall()
         result: dict[str, Any] = {"counts": dict(counter.counts)}
+
+        def stop_on_rank_1():  # asked after step 2 on rank 1 only (a SIGTERM that reached one rank)
+            stop_on_rank_1.calls += 1
+            return rank == 1 and stop_on_rank_1.calls >= 2
+
+        stop_on_rank_1.calls = 0
+        out = train_one_epoch(step, batches, opt, device, 3, None, log_every=2, progress=False, world_size=2,
+                              should_stop=stop_on_rank_1)
+        result["stop"] = {"steps": out["steps"], "stopped": out["stopped"]}
 
         def nan_on_rank_1(batch):  # step 4 of epoch 2 is NaN on rank 1 only
             nan_on_rank_1.calls += 1
@@ -1106,6 +1116,27 @@ def _hs_ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+def test_hostsync_stop_flag_ends_the_epoch_after_its_step_in_one_process():
+    """One process: the stop flag is a host-side bool looked at after every step (no device read); the epoch
+    ends after the update of the step where it went up, and says so (``stopped``)."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches = [torch.randn(2, 4) for _ in range(8)]
+    calls = []
+
+    def step_fn(batch):
+        calls.append(len(calls))
+        return model(batch).pow(2).mean(), {}
+
+    out = train_one_epoch(step_fn, batches, opt, torch.device("cpu"), 0, None, log_every=4, progress=False,
+                          should_stop=lambda: len(calls) >= 3)
+    assert (out["steps"], out["stopped"], len(calls)) == (3.0, 1.0, 3)
+    full = train_one_epoch(step_fn, batches, opt, torch.device("cpu"), 1, None, log_every=4, progress=False,
+                           should_stop=lambda: False)
+    assert (full["steps"], full["stopped"]) == (8.0, 0.0)
+
+
 @pytest.mark.slow
 def test_hostsync_ddp_gather_negatives_checks_shapes_once(tmp_path):
     mp.spawn(_hs_ddp_worker, args=(2, _hs_free_port(), str(tmp_path)), nprocs=2, join=True)
@@ -1115,6 +1146,8 @@ def test_hostsync_ddp_gather_negatives_checks_shapes_once(tmp_path):
         counts = res["counts"]
         # The shape check: one all_gather_object in the whole run (it was 3 per step).
         assert counts.get("all_gather_object", 0) == 1, counts
+        # A stop asked on rank 1 at step 2 is agreed at the sync point of step 3: both ranks end after 4 steps.
+        assert res["stop"] == {"steps": 4.0, "stopped": 1.0}, res["stop"]
         # The gathers of z1, z2, h (forward all_gather, backward all_reduce: device collectives that the
         # loss needs) plus ONE all_reduce per sync point for the stop decision (it was one per step).
         assert counts.get("all_gather", 0) == 3 * steps, counts

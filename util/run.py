@@ -90,7 +90,7 @@ __all__ = ["Run", "StopRequested", "PREEMPTED_EXIT", "RUN_LOCK_NAME", "FINISHED_
 
 
 # What train_one_epoch reports besides the loss and step metrics (not averaged over ranks).
-_EPOCH_BOOKKEEPING = ("lr", "samples_per_s", "steps", "time_s")
+_EPOCH_BOOKKEEPING = ("lr", "samples_per_s", "steps", "time_s", "stopped")
 
 # The exit status after a stop on SIGTERM (EX_TEMPFAIL of sysexits.h: "try again later"). A requeue script
 # reads it: the training state is complete and the same command continues the run (--resume auto).
@@ -101,8 +101,6 @@ FINISHED_NAME = "finished.json"
 # Log sizes at the clean end of an invocation (checkpoints/), so a later resume keeps what it logged after the
 # last checkpoint (final evaluation, "Nothing to do") and cuts back only what a killed run logged.
 CLEAN_EXIT_NAME = "logs_at_clean_exit.json"
-# Under DDP the ranks agree on a stop every --print_freq steps (this many without logging).
-_STOP_CHECK_EVERY = 50
 
 # Settings that may change between a run and its resumption without a warning.
 _RESUME_FREE = {"resume", "overwrite", "exp_name", "output_dir", "stop_after", "no_progress", "num_workers", "wandb",
@@ -596,20 +594,6 @@ class Run:
     def _signal_name(self) -> str:
         return signal.Signals(self._stop_signal).name if self._stop_signal is not None else "a stop signal"
 
-    def _stoppable(self, step_fn: Callable, epoch: int) -> Callable:
-        """``step_fn`` that first checks for an agreed stop (before each step after the first: i.e. after each
-        optimizer step; under DDP every --print_freq steps, the same steps on every rank)."""
-        every = 1 if self.info.world_size == 1 else (self.args.print_freq or _STOP_CHECK_EVERY)
-        done = [0]
-
-        def step(batch: Any) -> Any:
-            if done[0] and done[0] % every == 0 and self._stop_agreed():
-                raise StopRequested(self._signal_name(), epoch, done[0])
-            done[0] += 1
-            return step_fn(batch)
-
-        return step
-
     @property
     def finished(self) -> bool:
         """All ``--epochs`` are done (history has the last epoch)."""
@@ -621,13 +605,18 @@ class Run:
         (``time_s`` in :meth:`end_epoch`)."""
         args = self.args
         self._epoch_start = time.perf_counter()
-        return train_one_epoch(
-            self._stoppable(step_fn, epoch), loader, self.optimizer, self.device, epoch,
-            self.logger if self.is_main else None,
+        stats = train_one_epoch(
+            step_fn, loader, self.optimizer, self.device, epoch, self.logger if self.is_main else None,
             scaler=self.scaler, max_steps=args.max_steps_per_epoch, log_every=args.print_freq,
             progress=self.is_main and not args.no_progress, grad_clip_norm=args.grad_clip,
             world_size=self.info.world_size, desc=f"epoch {epoch}/{args.epochs}",
+            should_stop=lambda: self._stop_signal is not None,
         )
+        if stats.pop("stopped"):
+            if self.info.world_size > 1:
+                self._stop_agreed()  # every rank learns the signal's name (once, at the stop)
+            raise StopRequested(self._signal_name(), epoch, int(stats["steps"]))
+        return stats
 
     def epoch_record(self, epoch: int, stats: Mapping[str, float], prefix: str = "") -> dict[str, Any]:
         """The epoch's record from :meth:`train_epoch`'s stats: ``epoch``, the loss and step metrics averaged

@@ -387,26 +387,31 @@ class _StepStats:
         self.bad_values = torch.where(new_bad, self.last, self.bad_values)
         self.sums = self.sums + self.last
 
-    def read(self) -> tuple[dict[str, float], dict[str, float], int | None, dict[str, float]]:
-        """The sync point. Returns (sums, the last step's values, the first non-finite step on any rank or
-        None, this rank's values at that step, empty when only another rank had it)."""
-        first = self.bad_step.reshape(1).clone()  # (1,)
+    def read(self, stop: bool = False) -> tuple[dict[str, float], dict[str, float], int | None, dict[str, float],
+                                                bool]:
+        """The sync point. ``stop``: this rank was asked to stop (a signal), agreed in the same all-reduce.
+
+        Returns (sums, the last step's values, the first non-finite step on any rank or None, this rank's values
+        at that step (empty when only another rank had it), whether any rank asked to stop)."""
+        first = torch.stack((self.bad_step, self.bad_step.new_tensor(-1.0 if stop else 0.0)))  # (2,) MIN-reduced
         distributed.all_reduce_min_(first)
         host = torch.cat((self.sums, self.last, self.bad_values, self.bad_step.reshape(1), first)).tolist()
         k = len(self.names)
         sums, last, bad = (dict(zip(self.names, host[i * k:(i + 1) * k])) for i in range(3))
-        local_bad, first_bad = host[3 * k], host[3 * k + 1]
+        local_bad, first_bad, stop_agreed = host[3 * k], host[3 * k + 1], host[3 * k + 2] < 0
         if math.isinf(first_bad):
-            return sums, last, None, {}
-        return sums, last, int(first_bad), bad if local_bad == first_bad else {}
+            return sums, last, None, {}, stop_agreed
+        return sums, last, int(first_bad), bad if local_bad == first_bad else {}, stop_agreed
 
 
-def _read_checked(stats: _StepStats, epoch: int, step: int) -> tuple[dict[str, float], dict[str, float]]:
-    """``stats.read()``, raising NonFiniteLossError (the same on every rank) when a value was non-finite."""
-    sums, last, bad_step, bad_values = stats.read()
+def _read_checked(stats: _StepStats, epoch: int, step: int,
+                  stop: bool = False) -> tuple[dict[str, float], dict[str, float], bool]:
+    """``stats.read(stop)``, raising NonFiniteLossError (the same on every rank) when a value was non-finite.
+    Returns (sums, last step's values, whether any rank asked to stop)."""
+    sums, last, bad_step, bad_values, stop_agreed = stats.read(stop)
     if bad_step is not None:
         raise NonFiniteLossError(epoch, bad_step, bad_values, detected_step=step)
-    return sums, last
+    return sums, last, stop_agreed
 
 
 def _epoch_length(loader: Iterable[Any], epoch: int, max_steps: int | None) -> int | None:
@@ -468,7 +473,7 @@ def train_one_epoch(step_fn: StepFn, loader: Iterable[Any], optimizer: torch.opt
                     epoch: int, logger: Any = None, scaler: torch.amp.GradScaler | None = None,
                     max_steps: int | None = None, log_every: int = 50, progress: bool = True,
                     grad_clip_norm: float | None = None, world_size: int = 1, desc: str | None = None,
-                    ) -> dict[str, float]:
+                    should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
     """Run one training epoch.
 
     For every batch: ``optimizer.zero_grad``, ``loss, metrics = step_fn(batch)``, backward (through
@@ -492,10 +497,14 @@ def train_one_epoch(step_fn: StepFn, loader: Iterable[Any], optimizer: torch.opt
         grad_clip_norm: clip the global gradient norm to this value; None = no clipping.
         world_size: number of processes; ``samples_per_s`` is reported for the whole job.
         desc: tqdm description (default ``"epoch {epoch}"``).
+        should_stop: a host-side flag (e.g. "a SIGTERM arrived"), asked after every step in one process and
+            at the sync points under DDP, where it rides in the same all-reduce (no extra collective), so every
+            rank ends the epoch after the same step's update.
 
     Returns:
         This process's epoch means: ``loss`` and every metric from ``step_fn``, plus ``lr`` (of the
-        first param group), ``samples_per_s`` (job-wide), ``steps`` and ``time_s``.
+        first param group), ``samples_per_s`` (job-wide), ``steps`` and ``time_s``; ``stopped`` is 1.0 when
+        ``should_stop`` ended the epoch early (else 0.0).
 
     Raises:
         NonFiniteLossError: the loss was NaN/inf on some rank (naming its step and the step that found it).
@@ -504,6 +513,7 @@ def train_one_epoch(step_fn: StepFn, loader: Iterable[Any], optimizer: torch.opt
     stats = _StepStats(device)
     sums: dict[str, float] = {}
     samples = steps = checked = 0  # checked: steps whose values the host has read
+    stop = stopped = False
     params = [p for group in optimizer.param_groups for p in group["params"]]
     bar = progress_bar(total=n_steps, desc=desc or f"epoch {epoch}", enabled=progress)
     start = time.perf_counter()
@@ -519,16 +529,22 @@ def train_one_epoch(step_fn: StepFn, loader: Iterable[Any], optimizer: torch.opt
             samples, step_log.samples = samples + n, step_log.samples + n
             due = log_every > 0 and (step + 1) % log_every == 0
             if due or step + 1 == n_steps:
-                sums, last = _read_checked(stats, epoch, step)  # the sync point, before this step's update
+                # The sync point, before this step's update; a stop request is agreed in the same collective.
+                sums, last, stop = _read_checked(stats, epoch, step, should_stop is not None and should_stop())
                 checked = step + 1
                 bar.set_postfix({k: f"{v / checked:.4f}" for k, v in sums.items()}, refresh=False)
                 if due:
                     step_log.log(step, last)
+            elif world_size == 1 and should_stop is not None:
+                stop = should_stop()  # one process: nothing to agree on, no device read
             _optimizer_step(loss, optimizer, scaler, params, grad_clip_norm)
             steps += 1
             bar.update(1)
-        if checked < steps:  # the loader ended before the expected last step (or has no length)
-            sums, _ = _read_checked(stats, epoch, steps)
+            if stop:
+                stopped = True
+                break
+        if checked < steps:  # the loader ended before the expected last step, has no length, or a stop
+            sums, _, _ = _read_checked(stats, epoch, steps)
     finally:
         bar.close()
     if device.type == "cuda":
@@ -536,7 +552,7 @@ def train_one_epoch(step_fn: StepFn, loader: Iterable[Any], optimizer: torch.opt
     elapsed = time.perf_counter() - start
     out = {k: v / max(steps, 1) for k, v in sums.items()}
     out.update(lr=float(optimizer.param_groups[0]["lr"]), samples_per_s=samples * world_size / max(elapsed, 1e-9),
-               steps=float(steps), time_s=elapsed)
+               steps=float(steps), time_s=elapsed, stopped=float(stopped))
     return out
 
 
