@@ -20,6 +20,7 @@ Typical use in an entry script::
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -121,6 +122,10 @@ def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> D
     return info
 
 
+# The stores _restart_safe_store made (released by cleanup(), not at interpreter exit).
+_STORES: list[dist.Store] = []
+
+
 def _restart_safe_store(info: DistInfo, timeout: datetime.timedelta) -> dist.Store | None:
     """Under torchrun's shared rendezvous store, a store whose keys are prefixed with the restart attempt.
 
@@ -133,7 +138,9 @@ def _restart_safe_store(info: DistInfo, timeout: datetime.timedelta) -> dist.Sto
         return None
     base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), info.world_size,
                          is_master=False, timeout=timeout)
-    return dist.PrefixStore(f"crosspoint/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", base)
+    store = dist.PrefixStore(f"crosspoint/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", base)
+    _STORES.extend((store, base))
+    return store
 
 
 def is_dist() -> bool:
@@ -158,9 +165,16 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
-    """Destroy the default process group if one is initialised."""
+    """Destroy the default process group if one is initialised, then the stores made for it.
+
+    The stores of :func:`_restart_safe_store` are released here, right after the process group, rather than
+    at interpreter exit: a TCPStore client destroyed during interpreter teardown can abort the process
+    ("terminate called without an active exception"), which torchrun reports as a failed worker.
+    """
     if is_dist():
         dist.destroy_process_group()
+    _STORES.clear()
+    gc.collect()
 
 
 def unwrap(model: nn.Module) -> nn.Module:
