@@ -299,7 +299,7 @@ def test_a_failure_before_the_first_checkpoint_removes_the_new_run_directory(tin
     # After its first checkpoint a failing run keeps its directory (--resume continues it).
     train_crossmodal.main(_argv(tiny_data_root, tmp_path, "late", "--epochs", "1"))
     monkeypatch.setattr(util.run, "train_one_epoch", broken)
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError), pytest.warns(UserWarning, match=r"'epochs': \(1, 2\)"):
         train_crossmodal.main(_argv(tiny_data_root, tmp_path, "late", "--epochs", "2", "--resume", "auto"))
     assert (tmp_path / "late" / "checkpoints" / "training_state_last.pt").is_file()
 
@@ -324,6 +324,7 @@ def test_extending_a_cleanly_resumed_run_cuts_nothing_from_the_logs(tiny_data_ro
     train_crossmodal.main(_argv(tiny_data_root, tmp_path, "done", "--epochs", "1", "--resume", str(run)))
     before = (run / "log.txt").read_text()
     assert "Nothing to do" in before
-    train_crossmodal.main(_argv(tiny_data_root, tmp_path, "done", "--epochs", "2", "--resume", str(run)))
+    with pytest.warns(UserWarning, match=r"'epochs': \(1, 2\)"):
+        train_crossmodal.main(_argv(tiny_data_root, tmp_path, "done", "--epochs", "2", "--resume", str(run)))
     log = (run / "log.txt").read_text()
     assert log.startswith(before) and "Removed" not in log
