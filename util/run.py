@@ -306,7 +306,7 @@ class Run:
         except BaseException:
             self.release()
             raise
-        seed_everything(args.seed, deterministic=args.deterministic)
+        seed_everything(args.seed)
         self.precision_policy = configure_backends(device, deterministic=args.deterministic,
                                                    allow_tf32=args.allow_tf32, amp=args.amp)
         self.generators: dict[str, torch.Generator] = {}
@@ -448,7 +448,7 @@ class Run:
             state = self._restore(model_settings)
         elif self.info.world_size > 1:
             # DDP broadcasts rank 0's initial weights; the augmentations must differ between ranks.
-            seed_everything(self.args.seed + self.info.rank, deterministic=self.args.deterministic)
+            seed_everything(self.args.seed + self.info.rank)
         if self.is_main:
             if self.start_over:
                 self._clear_run_dir()

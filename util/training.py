@@ -143,7 +143,8 @@ def configure_backends(device: torch.device, deterministic: bool = False, allow_
     cuDNN convolutions may use TF32, ``float32_matmul_precision="high"``); otherwise
     ``float32_matmul_precision="highest"``, so the plain and fast EdgeConv agree on Ampere/Hopper as on
     the CPU. ``cudnn.benchmark`` is on (fixed 224 px images pick the fastest convolution once) unless
-    ``deterministic``, which also asks for deterministic kernels (see ``seed_everything``).
+    ``deterministic``, which also asks for deterministic kernels (``torch.use_deterministic_algorithms`` with
+    ``warn_only``, cuDNN deterministic, ``CUBLAS_WORKSPACE_CONFIG``).
 
     Args:
         device: the training device (the flags are process-global; on the CPU only the matmul precision acts).
@@ -161,8 +162,10 @@ def configure_backends(device: torch.device, deterministic: bool = False, allow_
     torch.backends.cudnn.allow_tf32 = allow_tf32
     torch.set_float32_matmul_precision("high" if allow_tf32 else "highest")
     torch.backends.cudnn.benchmark = not deterministic
-    if deterministic:
-        _use_deterministic_kernels()
+    if deterministic:  # deterministic kernels (warn where none exists); process-global
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
     return {
         "allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32),
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
@@ -220,27 +223,11 @@ def make_grad_scaler(device: torch.device, amp: str = "none") -> torch.amp.GradS
 # ----------------------------------------------------------------------------------------------
 
 
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed Python, NumPy and torch (all devices); optionally request deterministic kernels.
-
-    Args:
-        seed: the seed.
-        deterministic: also set ``torch.use_deterministic_algorithms(True, warn_only=True)``,
-            cuDNN deterministic / no benchmark, and ``CUBLAS_WORKSPACE_CONFIG`` (process-global).
-    """
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices). Deterministic kernels are ``configure_backends``'s."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    if deterministic:
-        _use_deterministic_kernels()
-
-
-def _use_deterministic_kernels() -> None:
-    """Deterministic kernels (warn where none exists), cuDNN deterministic without autotuning (process-global)."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def seed_worker(worker_id: int) -> None:
@@ -476,17 +463,15 @@ def train_one_epoch(step_fn: StepFn, loader: Iterable[Any], optimizer: torch.opt
                     should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
     """Run one training epoch.
 
-    For every batch: ``optimizer.zero_grad``, ``loss, metrics = step_fn(batch)``, backward (through
-    ``scaler`` when given), optional gradient-norm clipping, ``optimizer.step``. The loss and metrics stay
-    on the device; the host reads them (one transfer, under DDP one all-reduce so all ranks stop together)
-    only after the forward pass of every ``log_every``-th step and of the last step, so a non-finite loss is
-    found up to ``log_every`` steps late (the steps in between are taken). Sets a DistributedSampler's epoch.
+    For every batch: ``optimizer.zero_grad``, ``loss, metrics = step_fn(batch)``, backward (through ``scaler``),
+    optional gradient-norm clipping, ``optimizer.step``. The loss and metrics stay on the device; the host reads
+    them (one transfer; under DDP one all-reduce, so all ranks stop together) after the forward pass of every
+    ``log_every``-th step and of the last one: a non-finite loss is found up to ``log_every`` steps late.
 
     Args:
         step_fn: ``batch -> (loss scalar tensor, {name: float or 0-d tensor})`` with the same names at every
             step; runs the forward pass (including autocast) and moves the batch to the device.
-        loader: iterable of batches (usually a DataLoader).
-        optimizer: the optimizer.
+        loader, optimizer: an iterable of batches (usually a DataLoader) and the optimizer.
         device: the training device (where the running sums live; CUDA is synchronised for timings).
         epoch: epoch index (0-based), used for ``set_epoch``, messages and the global step.
         logger: object with ``.log(metrics, step)`` (e.g. ``util.logger.Logger``) or None.
@@ -497,14 +482,12 @@ def train_one_epoch(step_fn: StepFn, loader: Iterable[Any], optimizer: torch.opt
         grad_clip_norm: clip the global gradient norm to this value; None = no clipping.
         world_size: number of processes; ``samples_per_s`` is reported for the whole job.
         desc: tqdm description (default ``"epoch {epoch}"``).
-        should_stop: a host-side flag (e.g. "a SIGTERM arrived"), asked after every step in one process and
-            at the sync points under DDP, where it rides in the same all-reduce (no extra collective), so every
-            rank ends the epoch after the same step's update.
+        should_stop: a host-side flag (a SIGTERM arrived), asked after every step in one process and at the
+            sync points under DDP (in the same all-reduce), so every rank ends after the same step's update.
 
     Returns:
-        This process's epoch means: ``loss`` and every metric from ``step_fn``, plus ``lr`` (of the
-        first param group), ``samples_per_s`` (job-wide), ``steps`` and ``time_s``; ``stopped`` is 1.0 when
-        ``should_stop`` ended the epoch early (else 0.0).
+        This process's epoch means: ``loss`` and every metric from ``step_fn``, plus ``lr`` (of the first
+        param group), ``samples_per_s`` (job-wide), ``steps``, ``time_s`` and ``stopped`` (1.0 after a stop).
 
     Raises:
         NonFiniteLossError: the loss was NaN/inf on some rank (naming its step and the step that found it).
@@ -513,7 +496,7 @@ def train_one_epoch(step_fn: StepFn, loader: Iterable[Any], optimizer: torch.opt
     stats = _StepStats(device)
     sums: dict[str, float] = {}
     samples = steps = checked = 0  # checked: steps whose values the host has read
-    stop = stopped = False
+    asked, stop = should_stop or (lambda: False), False
     params = [p for group in optimizer.param_groups for p in group["params"]]
     bar = progress_bar(total=n_steps, desc=desc or f"epoch {epoch}", enabled=progress)
     start = time.perf_counter()
@@ -530,18 +513,17 @@ def train_one_epoch(step_fn: StepFn, loader: Iterable[Any], optimizer: torch.opt
             due = log_every > 0 and (step + 1) % log_every == 0
             if due or step + 1 == n_steps:
                 # The sync point, before this step's update; a stop request is agreed in the same collective.
-                sums, last, stop = _read_checked(stats, epoch, step, should_stop is not None and should_stop())
+                sums, last, stop = _read_checked(stats, epoch, step, asked())
                 checked = step + 1
                 bar.set_postfix({k: f"{v / checked:.4f}" for k, v in sums.items()}, refresh=False)
                 if due:
                     step_log.log(step, last)
-            elif world_size == 1 and should_stop is not None:
-                stop = should_stop()  # one process: nothing to agree on, no device read
+            elif world_size == 1:
+                stop = asked()  # one process: nothing to agree on, no device read
             _optimizer_step(loss, optimizer, scaler, params, grad_clip_norm)
             steps += 1
             bar.update(1)
             if stop:
-                stopped = True
                 break
         if checked < steps:  # the loader ended before the expected last step, has no length, or a stop
             sums, _, _ = _read_checked(stats, epoch, steps)
@@ -552,7 +534,7 @@ def train_one_epoch(step_fn: StepFn, loader: Iterable[Any], optimizer: torch.opt
     elapsed = time.perf_counter() - start
     out = {k: v / max(steps, 1) for k, v in sums.items()}
     out.update(lr=float(optimizer.param_groups[0]["lr"]), samples_per_s=samples * world_size / max(elapsed, 1e-9),
-               steps=float(steps), time_s=elapsed, stopped=float(stopped))
+               steps=float(steps), time_s=elapsed, stopped=float(stop))
     return out
 
 
