@@ -325,9 +325,6 @@ def setup(run: Run) -> Pretraining:
     args, info, device = run.args, run.info, run.device
     dataset = ShapeNetRender(args.data_root, img_transform=crosspoint_image_transform(args.image_size),
                              num_points=args.num_points)
-    if len(dataset) < args.batch_size:
-        raise SystemExit(f"{PROG}: ShapeNetRender under {args.data_root} has {len(dataset)} objects, fewer than "
-                         f"--batch_size {args.batch_size}; no full batch (drop_last=True) could be formed.")
     loader = run.train_loader(dataset, args.batch_size, args.num_workers, args.persistent_workers)
 
     point_encoder = build_point_encoder(args.model, k=args.k, emb_dims=args.emb_dims, edgeconv=args.edgeconv)

@@ -324,9 +324,6 @@ def setup(run: Run) -> FineTuning:
     """Data, model and initial weights, optimiser and schedule; then ``run.start`` (config, logs, resume)."""
     args, info, device = run.args, run.info, run.device
     train_set, val_set, test_set, trainval = build_datasets(args)
-    if len(train_set) < args.batch_size:
-        raise SystemExit(f"{PROG}: the training set under {args.data_root} has {len(train_set)} shapes, fewer than "
-                         f"--batch_size {args.batch_size}; no full batch could be formed.")
     # Differs from the original: drop_last is always on (the original kept a last partial batch when the
     # set had < 100 shapes); a batch of one shape would break the BatchNorm of the category branch.
     train_loader = run.train_loader(train_set, args.batch_size, args.num_workers)
