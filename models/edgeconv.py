@@ -34,7 +34,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.sync_bn import combine_moments, gather_rows, sync_group
+from models.sync_bn import combine_moments, gather_rows, running_update_factor, sync_group, update_running_stats
 
 
 def knn_plain(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -435,9 +435,7 @@ class _EdgeConvBNMax(torch.autograd.Function):
                 )
             st = _edge_batch_stats(a, b, nbr, group)
             if update_factor is not None:
-                unbiased = st["var"] * (st["count"] / (st["count"] - 1))
-                running_mean.mul_(1 - update_factor).add_(st["mean"].to(running_mean.dtype), alpha=update_factor)
-                running_var.mul_(1 - update_factor).add_(unbiased.to(running_var.dtype), alpha=update_factor)
+                update_running_stats(running_mean, running_var, st["mean"], st["var"], st["count"], update_factor)
             invstd = torch.rsqrt(st["var"] + eps)  # (C,)
             xhat = a_sel.sub_(st["mean_a"]).add_(st["b_c"]).mul_(invstd)  # (P, C) normalized selected edge
         else:
@@ -529,12 +527,7 @@ def edge_conv_fast(
     nbr = _flat_neighbors(idx, num_points)  # (B*N, k)
 
     use_batch_stats = bn.training or bn.running_mean is None
-    update_factor = None
-    if bn.training and bn.track_running_stats and bn.running_mean is not None:
-        update_factor = 0.0 if bn.momentum is None else bn.momentum
-        if bn.num_batches_tracked is not None:
-            bn.num_batches_tracked.add_(1)
-            update_factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    update_factor = running_update_factor(bn)
 
     with torch.autocast(device_type=a.device.type, enabled=False):
         out = _EdgeConvBNMax.apply(

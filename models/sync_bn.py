@@ -101,27 +101,35 @@ def combine_moments(
     return count, mean, sq_sum
 
 
-def update_running_stats(bn: nn.modules.batchnorm._BatchNorm, mean: torch.Tensor, var: torch.Tensor,
-                         count: torch.Tensor) -> None:
-    """nn.BatchNorm's training-mode update of running_mean/var/num_batches_tracked from batch statistics.
-
-    Args:
-        bn: the module (its buffers are updated in place when it tracks running statistics).
-        mean: (C,) batch mean.
-        var: (C,) biased batch variance.
-        count: () values per channel in the batch (global over ranks); the running variance uses
-            the unbiased var * count / (count - 1).
-    """
+def running_update_factor(bn: nn.modules.batchnorm._BatchNorm) -> float | None:
+    """nn.BatchNorm's training-mode bookkeeping: count the batch in ``num_batches_tracked`` and return the
+    running-statistics factor (``momentum``, or 1 / num_batches_tracked when it is None); None when ``bn``
+    updates no running statistics (eval mode, or it keeps none)."""
     if not (bn.training and bn.track_running_stats and bn.running_mean is not None):
-        return
+        return None
     factor = 0.0 if bn.momentum is None else bn.momentum
     if bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
         factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    return factor
+
+
+def update_running_stats(running_mean: torch.Tensor, running_var: torch.Tensor, mean: torch.Tensor,
+                         var: torch.Tensor, count: int | torch.Tensor, factor: float) -> None:
+    """nn.BatchNorm's running-statistics update, in place, from batch statistics.
+
+    Args:
+        running_mean, running_var: (C,) buffers.
+        mean: (C,) batch mean.
+        var: (C,) biased batch variance.
+        count: values per channel in the batch (global over ranks); the running variance takes the unbiased
+            var * (count / (count - 1)).
+        factor: from :func:`running_update_factor`.
+    """
     with torch.no_grad():
-        unbiased = var * count / (count - 1)  # (C,)
-        bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
-        bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
+        unbiased = var * (count / (count - 1))  # (C,)
+        running_mean.mul_(1 - factor).add_(mean.to(running_mean.dtype), alpha=factor)
+        running_var.mul_(1 - factor).add_(unbiased.to(running_var.dtype), alpha=factor)
 
 
 class _SyncBatchNormMixin:
@@ -149,7 +157,10 @@ class _SyncBatchNormMixin:
             table = gather_rows(torch.cat((local_count, local_mean, local_sq)), group, differentiable=True)
             count, mean, sq_sum = combine_moments(table[:, 0], table[:, 1 : 1 + channels], table[:, 1 + channels :])
             var = sq_sum / count  # (C,) biased, used for normalization
-            update_running_stats(self, mean.detach(), var.detach(), count.detach())
+            factor = running_update_factor(self)
+            if factor is not None:
+                update_running_stats(self.running_mean, self.running_var, mean.detach(), var.detach(), count.detach(),
+                                     factor)
             out = (x - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)  # (B, C, ...)
             if self.weight is not None:
                 out = out * self.weight.view(shape) + self.bias.view(shape)
