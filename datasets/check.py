@@ -298,7 +298,7 @@ def decode_all(tasks: list[FileTask], workers: int) -> list[FileResult]:
     with progress on stderr (a bar on a terminal, a few plain lines in a log). Results in task order."""
     size = max(1, min(256, len(tasks) // max(1, 8 * workers)))
     chunks = [tasks[i:i + size] for i in range(0, len(tasks), size)]
-    with Runner(workers, True, "check") as runner:
+    with Runner(workers, True) as runner:
         per_chunk = runner.map(_check_chunk, chunks, "decoding", weights=[len(c) for c in chunks], unit="file")
     return [result for chunk in per_chunk for result in chunk]
 

@@ -94,16 +94,14 @@ class Runner:
             :meth:`map` with more than one task and is reused by the next ones.
         progress: show the progress of each :meth:`map` (:func:`util.progress.progress_bar`: a bar on a
             terminal, plain lines in a log).
-        name: the writer's name.
 
     Use it as a context manager (or call :meth:`close`): on an error or Ctrl-C inside :meth:`map`
     the tasks not started yet are dropped and the error is raised.
     """
 
-    def __init__(self, workers: int, progress: bool, name: str) -> None:
+    def __init__(self, workers: int, progress: bool) -> None:
         self.workers = max(1, int(workers))
         self.progress = progress
-        self.name = name
         self.pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> "Runner":

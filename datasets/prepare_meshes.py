@@ -601,7 +601,7 @@ def _prepare_objects(root: Path, classes: list[str], sources: list[Source], sett
     (root / MARKER).unlink(missing_ok=True)
     tasks = [{"root": str(root), "source": asdict(s), "sha256": digests[s], "settings": settings}
              for s in todo]
-    with Runner(workers, progress, "prepare_meshes") as runner:
+    with Runner(workers, progress) as runner:
         results.update(zip(todo, runner.map(_prepare_object, tasks, "prepare_meshes", leave=True)))
     return results, len(digests) - len(todo)
 

@@ -631,7 +631,7 @@ def generate(root: str | os.PathLike, preset: str = "tiny", seed: int = 0, progr
     tmp.mkdir()
     seconds: dict[str, float] = {}
     info: dict[str, dict] = {}
-    runner = Runner(workers, progress, "synthetic")
+    runner = Runner(workers, progress)
     try:
         for name in todo:
             t0 = time.perf_counter()

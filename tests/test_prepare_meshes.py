@@ -819,7 +819,7 @@ def test_pool_workers_end_when_the_writer_is_killed(tmp_path):
     marks = tmp_path / "marks"
     marks.mkdir()
     code = ("from datasets.parallel import Runner\nimport busy\n"
-            f"with Runner(2, False, 'test') as r:\n    r.map(busy.hog, [{str(marks)!r}] * 4, 'busy')\n")
+            f"with Runner(2, False) as r:\n    r.map(busy.hog, [{str(marks)!r}] * 4, 'busy')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[1])])}
     writer = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path)
     pids = []

@@ -93,7 +93,7 @@ def _train_epoch(steps: int) -> None:
 def test_training_and_data_tools_write_no_redraws_when_stderr_is_not_a_terminal(capsys, monkeypatch):
     """pytest's captured stderr is not a terminal, like a SLURM or nohup log."""
     _train_epoch(40)
-    Runner(1, True, "test").map(abs, list(range(-30, 0)), "tasks")
+    Runner(1, True).map(abs, list(range(-30, 0)), "tasks")
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(4))
     model(torch.zeros(1, 3 * 8))
     extract_features(model, [(torch.zeros(2, 8, 3), torch.zeros(2))] * 20, "cpu", progress=True, desc="features")
