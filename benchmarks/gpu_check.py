@@ -274,29 +274,24 @@ def knn_agreement(device: torch.device, batch: int, channels: int, points: int, 
     return table
 
 
-def set_tf32(enabled: bool) -> None:
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    torch.backends.cudnn.allow_tf32 = enabled
-
-
 def part_agreement(opts: argparse.Namespace, budget: float) -> dict[str, Any]:
     """Fast vs plain on the device (items 3, 5 and 6 of issue 19); pass thresholds REL_TOL, KNN_MIN_AGREEMENT."""
     from benchmarks.run import tf32_settings
+    from util.training import configure_backends
 
     device = torch.device(opts.device)
     n, k, emb, batch = (128, 8, 32, 2) if opts.smoke else (2048, 15, 1024, 4)
-    torch.backends.cudnn.benchmark = False
     before = tf32_settings()
-    set_tf32(False)
+    configure_backends(device, allow_tf32=False)  # the training scripts' fp32 policy; this part's own process
+    torch.backends.cudnn.benchmark = False
     result: dict[str, Any] = {"tf32_before": before, "sizes": {"batch": batch, "points": n, "k": k, "emb_dims": emb}}
     result["edgeconv_layer_fp32"] = compare_edgeconv_layer(device, batch, 64, n, k)
     result["dgcnn_fp32"] = compare_dgcnn(device, batch, n, k, emb)
     result["csr_invariants"] = csr_invariants(device, batch, n, k)
     result["knn_neighbour_sets"] = knn_agreement(device, batch, 64, n, k)
-    set_tf32(True)
+    configure_backends(device, allow_tf32=True)  # --allow_tf32
+    torch.backends.cudnn.benchmark = False
     result["dgcnn_tf32_info"] = compare_dgcnn(device, batch, n, k, emb)
-    set_tf32(before["matmul_allow_tf32"])
-    torch.backends.cudnn.allow_tf32 = before["cudnn_allow_tf32"]
     rel = [result["edgeconv_layer_fp32"][key]["max_rel_diff"] for key in ("output", "gradients", "bn_running_stats")]
     rel += [result["dgcnn_fp32"][key]["max_rel_diff"] for key in ("features", "gradients")]
     shares = [v for row in result["knn_neighbour_sets"].values() for v in row.values() if isinstance(v, float)]
