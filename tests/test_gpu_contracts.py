@@ -50,7 +50,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -61,7 +60,6 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -94,6 +92,8 @@ from util.training import (
     set_rng_state,
     train_one_epoch,
 )
+
+import gloo_spawn  # tests/gloo_spawn.py
 
 # One intra-op thread: on the shared 2-core machine two threads spin against each other.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -604,18 +604,6 @@ def test_fast_edgeconv_zero_and_negative_scales_still_match_plain():
 # ---------------------------------------------------------------------------------------------
 
 
-def _ec_free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ec_init(rank: int, world_size: int, port: int) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
-
-
 def _ec_layer_results(x, idx, conv, bn, impl, loss_weights):
     """Forward + backward of one EdgeConv layer on copies; returns outputs, grads and running stats."""
     conv, bn = copy.deepcopy(conv), copy.deepcopy(bn)
@@ -673,18 +661,14 @@ def _ec_layers(rank: int, world_size: int, sync: bool) -> dict[str, dict]:
     return results
 
 
-def _ec_layers_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    _ec_init(rank, world_size, port)
-    try:
-        torch.save(_ec_layers(rank, world_size, sync=True), os.path.join(out_dir, f"layers{rank}.pt"))
-    finally:
-        torch.distributed.destroy_process_group()
+def _ec_layers_worker(rank: int, world_size: int, out_dir: str) -> None:
+    torch.save(_ec_layers(rank, world_size, sync=True), os.path.join(out_dir, f"layers{rank}.pt"))
 
 
 @pytest.mark.slow
 def test_sync_stats_over_two_ranks_equal_one_process(tmp_path):
     world_size = 2
-    mp.spawn(_ec_layers_worker, args=(world_size, _ec_free_port(), str(tmp_path)), nprocs=world_size, join=True)
+    gloo_spawn.spawn(_ec_layers_worker, world_size, str(tmp_path))
     full = _ec_layers(0, 1, sync=True)  # no process group: the sync modules fall back to BatchNorm
     ranks = [torch.load(tmp_path / f"layers{r}.pt", weights_only=True) for r in range(world_size)]
     for name, ref in full.items():
@@ -763,13 +747,9 @@ def _ec_step(rank: int, world_size: int, sync: bool) -> dict:
             "rm": {k: v for k, v in point.state_dict().items() if k.endswith("running_mean")}}
 
 
-def _ec_step_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    _ec_init(rank, world_size, port)
-    try:
-        result = {"sync": _ec_step(rank, world_size, sync=True), "local": _ec_step(rank, world_size, sync=False)}
-        torch.save(result, os.path.join(out_dir, f"step{rank}.pt"))
-    finally:
-        torch.distributed.destroy_process_group()
+def _ec_step_worker(rank: int, world_size: int, out_dir: str) -> None:
+    result = {"sync": _ec_step(rank, world_size, sync=True), "local": _ec_step(rank, world_size, sync=False)}
+    torch.save(result, os.path.join(out_dir, f"step{rank}.pt"))
 
 
 def _ec_rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -779,7 +759,7 @@ def _ec_rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.slow
 def test_two_rank_gather_negatives_step_with_sync_bn_equals_full_batch(tmp_path):
     world_size = 2
-    mp.spawn(_ec_step_worker, args=(world_size, _ec_free_port(), str(tmp_path)), nprocs=world_size, join=True)
+    gloo_spawn.spawn(_ec_step_worker, world_size, str(tmp_path))
     torch.set_num_threads(1)
     full = _ec_step(0, 1, sync=False)
     ranks = [torch.load(tmp_path / f"step{r}.pt", weights_only=True) for r in range(world_size)]
@@ -1054,12 +1034,6 @@ def test_hostsync_probe_loaders_use_workers_and_pinned_memory(device):
 # -- 2 processes (gloo): shapes checked once per run, one collective per sync point, the same NaN decision --
 
 
-def _hs_free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _hs_ddp_step(device: torch.device, points: int, size: int) -> tuple[Any, torch.optim.Optimizer]:
     torch.manual_seed(0)
     point = nn.Sequential(nn.Flatten(), nn.Linear(3 * points, 8))  # (2B, 3, N) -> (2B, 8)
@@ -1070,10 +1044,7 @@ def _hs_ddp_step(device: torch.device, points: int, size: int) -> tuple[Any, tor
     return step, opt
 
 
-def _hs_ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+def _hs_ddp_worker(rank: int, world_size: int, out_dir: str) -> None:
     counter = _HsCounter()
     try:
         device = torch.device("cpu")
@@ -1113,7 +1084,6 @@ def _hs_ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
             json.dump(result, f)
     finally:
         counter.uninstall()
-        dist.destroy_process_group()
 
 
 def test_hostsync_stop_flag_ends_the_epoch_after_its_step_in_one_process():
@@ -1139,7 +1109,7 @@ def test_hostsync_stop_flag_ends_the_epoch_after_its_step_in_one_process():
 
 @pytest.mark.slow
 def test_hostsync_ddp_gather_negatives_checks_shapes_once(tmp_path):
-    mp.spawn(_hs_ddp_worker, args=(2, _hs_free_port(), str(tmp_path)), nprocs=2, join=True)
+    gloo_spawn.spawn(_hs_ddp_worker, 2, str(tmp_path))
     steps, sync_points = 2 * 6, 2 * 3
     for rank in range(2):
         res = json.loads((tmp_path / f"rank{rank}.json").read_text())

@@ -6,12 +6,10 @@ import contextlib
 import json
 import os
 import random
-import socket
 
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 from torch import nn
 
 from util import distributed
@@ -30,6 +28,8 @@ from util.training import (
     stratified_split,
     train_one_epoch,
 )
+
+import gloo_spawn  # tests/gloo_spawn.py
 
 
 def test_autocast_runs_on_cpu():
@@ -177,36 +177,25 @@ def test_logger_disabled_writes_nothing(tmp_path):
         Logger(tmp_path, wandb_mode="maybe")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _gather_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        torch.manual_seed(0)
-        x_global = torch.randn(4 * world_size, 3, dtype=torch.float64)  # same on every rank
-        weight = nn.Parameter(torch.randn(3, 5, dtype=torch.float64))
-        x_local = x_global[rank * 4 : (rank + 1) * 4].clone().requires_grad_(True)  # (4, 3)
-        z = distributed.all_gather_with_grad(x_local @ weight)  # (world_size * 4, 5)
-        loss = torch.logsumexp(z @ z.t(), dim=1).mean()  # every rank computes the same loss
-        loss.backward()
-        # DDP averages parameter gradients over ranks.
-        torch.distributed.all_reduce(weight.grad)
-        weight.grad /= world_size
-        torch.save({"wgrad": weight.grad, "xgrad": x_local.grad, "loss": loss.detach()},
-                   os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        torch.distributed.destroy_process_group()
+def _gather_worker(rank: int, world_size: int, out_dir: str) -> None:
+    torch.manual_seed(0)
+    x_global = torch.randn(4 * world_size, 3, dtype=torch.float64)  # same on every rank
+    weight = nn.Parameter(torch.randn(3, 5, dtype=torch.float64))
+    x_local = x_global[rank * 4 : (rank + 1) * 4].clone().requires_grad_(True)  # (4, 3)
+    z = distributed.all_gather_with_grad(x_local @ weight)  # (world_size * 4, 5)
+    loss = torch.logsumexp(z @ z.t(), dim=1).mean()  # every rank computes the same loss
+    loss.backward()
+    # DDP averages parameter gradients over ranks.
+    torch.distributed.all_reduce(weight.grad)
+    weight.grad /= world_size
+    torch.save({"wgrad": weight.grad, "xgrad": x_local.grad, "loss": loss.detach()},
+               os.path.join(out_dir, f"rank{rank}.pt"))
 
 
 @pytest.mark.slow
 def test_all_gather_with_grad_matches_full_batch(tmp_path):
     world_size = 2
-    mp.spawn(_gather_worker, args=(world_size, _free_port(), str(tmp_path)), nprocs=world_size, join=True)
+    gloo_spawn.spawn(_gather_worker, world_size, str(tmp_path))
 
     torch.manual_seed(0)
     x_global = torch.randn(4 * world_size, 3, dtype=torch.float64).requires_grad_(True)
