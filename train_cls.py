@@ -28,7 +28,6 @@ import functools
 import json
 import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +44,15 @@ from models.sync_bn import convert_sync_batchnorm
 from util import distributed
 from util.checkpoint import (CheckpointError, WeightsMeta, find_weights_file, load_point_encoder_file, load_pretrained,
                              load_state_dict_file, load_with_new_head, resolve_settings, summarize_keys)
-from util.classification import ClsEvaluator, ClsStep, describe
+from util.classification import ClsEvaluator, describe, to_model_input
 from util.encoders import infer_point_encoder
 from util.fileio import atomic_write_text
 from util.logger import Logger
 from util.presets import PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
 from util.run import (AT_LEAST_1, FRACTION, NON_NEGATIVE, PROBABILITY, Run, add_run_arguments, check_args,
-                      check_batch, check_points_for_k, run_training)
-from util.training import eval_loader, make_grad_scaler, make_optimizer, stratified_split
+                      check_batch, check_points_for_k, epoch_means, every_n_epochs, open_process, write_eval_results)
+from util.training import (EpochMeter, autocast_context, eval_loader, make_grad_scaler, make_optimizer,
+                           stratified_split)
 
 PROG = "train_cls.py"
 PLOT_FILE = "confusion_test.png"
@@ -188,7 +188,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Fine-tune (or with --eval only evaluate). Returns the results written to results(_eval).json."""
     args = parse_with_preset(build_parser(), "cls", argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    return run_training(PROG, args, validate, "dgcnn_cls", setup, train, evaluate_only)
+    with open_process(PROG, args, validate) as (info, device):
+        if args.eval:  # the main rank evaluates, the others wait
+            results = evaluate_only(args, device) if info.is_main else {}
+            distributed.barrier()
+            return results
+        with Run(PROG, args, info, device, default_name="dgcnn_cls") as run:
+            results = run.nothing_to_do() if run.already_finished else finetune(args, run)
+        return distributed.broadcast_object(results)
 
 
 def evaluator(args: argparse.Namespace, device: torch.device, test: Dataset, num_classes: int) -> ClsEvaluator:
@@ -213,102 +220,137 @@ def report(metrics: dict[str, Any], out: dict, test: Dataset, args: argparse.Nam
     return fields
 
 
-def evaluate_only(args: argparse.Namespace, device: torch.device, run_dir: Path) -> dict[str, Any]:
-    """--eval: the results of --model_path on the test split (written by util.run to results_eval.json)."""
+def evaluate_only(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """--eval: the results of --model_path on the test split, written to
+    ``<output_dir>/<exp_name or dgcnn_cls_eval>/results_eval.json``."""
+    run_dir = Path(args.output_dir) / (args.exp_name or "dgcnn_cls_eval")
     model, name, model_args = load_classifier(Path(args.model_path), args.k, args.dropout, args.edgeconv)
     test = ClassificationData(args.dataset, args.data_root, args.variant, args.num_points).load("test")
     loader = eval_loader(test, args.test_batch_size, device, args.num_workers)
     with Logger(run_dir, wandb_mode=args.wandb, config=vars(args), project=args.wandb_project) as logger:
         metrics, out = evaluator(args, device, test, model_args["num_classes"]).evaluate(
             model.to(device), loader, progress=not args.no_progress, desc="test")
-        return {"mode": "eval", "checkpoint": args.model_path, "model": name, "model_args": model_args,
-                **report(metrics, out, test, args, run_dir / PLOT_FILE, f"{args.model_path}: test", logger)}
+        results = {"mode": "eval", "checkpoint": args.model_path, "model": name, "model_args": model_args,
+                   **report(metrics, out, test, args, run_dir / PLOT_FILE, f"{args.model_path}: test", logger)}
+    write_eval_results(run_dir, results)
+    return results
 
 
-@dataclass
-class FineTuning:
-    """What the epoch loop needs besides the Run."""
-
-    model: nn.Module
-    name: str
-    model_args: dict[str, Any]
-    step_fn: ClsStep
-    train_loader: Any
-    select_loader: Any
-    test_loader: Any
-    test_set: Dataset
-    evaluator: ClsEvaluator
-
-
-def setup(run: Run) -> FineTuning:
-    """Data, classifier and initial weights, optimiser and schedule; then ``run.start``."""
-    args, device = run.args, run.device
-    train_set, val_set, test_set = splits(args)
+def build_model_with_init(args: argparse.Namespace, run: Run, num_classes: int) -> tuple[nn.Module, str, dict, str]:
+    """The classifier with its initial encoder weights (--pretrained_path or random), on the run's device.
+    Returns (model, model name, model_args, the initial weights' description for the log)."""
     sd, source, name, model_args = encoder_init(args, run.is_main)
-    model_args["num_classes"] = len(test_set.class_names) if test_set.class_names else int(test_set.labels.max()) + 1
-    model = build_classifier(name, model_args["num_classes"], k=model_args["k"], emb_dims=model_args["emb_dims"],
+    model_args["num_classes"] = num_classes
+    model = build_classifier(name, num_classes, k=model_args["k"], emb_dims=model_args["emb_dims"],
                              dropout=model_args["dropout"], edgeconv=args.edgeconv)
     new = load_with_new_head(model, sd, CLS_HEAD_PREFIXES, source) if sd is not None else None
-    model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(args.optimizer, params, args.lr, args.momentum, args.wd)
+    note = f"initial weights {source}" + ("" if new is None else f"; new keys: {summarize_keys(new) or 'none'}")
+    return model.to(run.device), name, model_args, note
+
+
+def finetune(args: argparse.Namespace, run: Run) -> dict[str, Any]:
+    """Data, classifier and initial weights, optimizer and schedule; the epoch loop (train, schedule, evaluate
+    the selection split, keep the best, log, checkpoint); one test evaluation of the kept checkpoint.
+    Returns the results written to results.json (main rank; {} elsewhere or when the run stopped early)."""
+    device = run.device
+    train_set, val_set, test_set = splits(args)
+    num_classes = len(test_set.class_names) if test_set.class_names else int(test_set.labels.max()) + 1
+    model, name, model_args, init_note = build_model_with_init(args, run, num_classes)
+    optimizer = make_optimizer(args.optimizer, [p for p in model.parameters() if p.requires_grad], args.lr,
+                               args.momentum, args.wd)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs, eta_min=args.eta_min)
     loader = run.train_loader(train_set, args.batch_size, args.num_workers)
     if args.sync_bn and run.info.is_distributed:
         model = convert_sync_batchnorm(model)  # BatchNorm (and fast EdgeConv) statistics over all ranks
     net = distributed.wrap_ddp(model, device)
-    loss_fn = functools.partial(smoothed_cross_entropy, eps=args.label_smoothing)
-    run.start({"model": model}, optimizer, scheduler, make_grad_scaler(device, args.amp), model_settings=MODEL_SETTINGS,
-              config_extra={"model": name, "model_args": model_args, "init_weights": source,
-                            "data": data_kind(args.data_root), "train_samples": len(train_set),
-                            "val_samples": len(val_set) if val_set is not None else 0, "test_samples": len(test_set)})
+    scaler = make_grad_scaler(device, args.amp)
+    run.start_or_resume({"model": model}, optimizer, scheduler, scaler, model_settings=MODEL_SETTINGS,
+                        config_extra={"model": name, "model_args": model_args,
+                                      "init_weights": init_note.removeprefix("initial weights ").split("; ")[0],
+                                      "data": data_kind(args.data_root), "train_samples": len(train_set),
+                                      "val_samples": len(val_set) if val_set is not None else 0,
+                                      "test_samples": len(test_set)})
     run.logger.info(f"Classification fine-tuning: {name} {model_args} on {args.dataset}, {len(train_set)} train / "
-                    f"{run.config['val_samples']} val / {len(test_set)} test, initial weights {source}"
-                    + ("" if new is None else f"; new keys: {summarize_keys(new) or 'none'}"))
-    select = eval_loader(val_set if val_set is not None else test_set, args.test_batch_size, device, args.num_workers)
-    test = eval_loader(test_set, args.test_batch_size, device, args.num_workers)
-    return FineTuning(model, name, model_args, ClsStep(net, device, args.amp, loss_fn), loader, select, test,
-                      test_set, evaluator(args, device, test_set, model_args["num_classes"]))
-
-
-def train(run: Run, ft: FineTuning) -> dict[str, Any]:
-    """The epoch loop (select on the held-out split), then one test evaluation of the kept checkpoint."""
-    args = run.args
+                    f"{run.config['val_samples']} val / {len(test_set)} test, {init_note}")
     split = "val" if args.select_best_on == "val" else "test"
-    for epoch in run.epochs():
-        ft.model.train()
-        stats = run.train_epoch(ft.step_fn, ft.train_loader, epoch)
-        run.scheduler.step()
-        record = run.epoch_record(epoch, stats, prefix="train/")
+    select_loader = eval_loader(val_set if val_set is not None else test_set, args.test_batch_size, device,
+                                args.num_workers)
+    test_loader = eval_loader(test_set, args.test_batch_size, device, args.num_workers)
+    cls_evaluator = evaluator(args, device, test_set, num_classes)
+    for epoch in run.remaining_epochs():
+        model.train()
+        stats = train_one_epoch(net, loader, optimizer, scaler, run.epoch_meter(loader, epoch), args)
+        scheduler.step()
+        record = epoch_means(epoch, stats, device, prefix="train/")
         metric, line = None, ""
-        if run.is_main and run.due(epoch, args.eval_every):
-            metrics, _ = ft.evaluator.evaluate(ft.model, ft.select_loader, progress=not args.no_progress, desc=split)
+        if run.is_main and every_n_epochs(epoch, args.eval_every, args.epochs):
+            metrics, _ = cls_evaluator.evaluate(model, select_loader, progress=not args.no_progress, desc=split)
             record.update({f"{split}/oa": metrics["overall_accuracy"], f"{split}/macc": metrics["mean_class_accuracy"],
                            f"{split}/loss": metrics["loss"]})
             metric, line = metrics["overall_accuracy"], " | " + describe(metrics, split)
         # As the DGCNN reference, a later epoch with an equal accuracy replaces the kept one (>=).
-        is_best = run.select(epoch, metric, ties_replace=True)
-        meta = WeightsMeta(model=ft.name, kind="classifier", model_args=ft.model_args, epoch=epoch, source=PROG,
+        is_best = run.update_best(epoch, metric, ties_replace=True)
+        run.log_epoch(record, f"epoch {epoch}: loss={record['train/loss']:.4f} acc={record['train/acc']:.4f} "
+                              f"lr={record['lr']:.3e} {record['samples_per_s']:.1f} clouds/s{line}", is_best)
+        meta = WeightsMeta(model=name, kind="classifier", model_args=model_args, epoch=epoch, source=PROG,
                            config=run.config, extra={"dataset": args.dataset, "variant": args.variant,
                                                      "metrics": {k: v for k, v in record.items() if "/" in k}})
-        run.end_epoch(epoch, record, is_best, {"classifier": (ft.model, meta)},
-                      f"epoch {epoch}: loss={record['train/loss']:.4f} acc={record['train/acc']:.4f} "
-                      f"lr={record['lr']:.3e} {record['samples_per_s']:.1f} clouds/s{line}")
-    results: dict[str, Any] = {}
-    if run.finished and run.is_main:
-        best = run.ckpt_dir / "classifier_best.pth"
-        kept, _, _ = load_classifier(best, ft.model_args["k"], args.dropout, args.edgeconv)
-        metrics, out = ft.evaluator.evaluate(kept.to(run.device), ft.test_loader, progress=not args.no_progress,
-                                             desc="test")
-        rule = "held-out val OA" if split == "val" else "test OA (the DGCNN reference's rule: selected on test)"
-        run.logger.info(f"Kept checkpoint: epoch {run.best_epoch} ({rule} {100 * run.best_metric:.2f}), {best}")
-        results = {"mode": "train", "checkpoint": str(best), "best_epoch": run.best_epoch, "selected_on": split,
-                   "selection_metric": rule, "selection_value": run.best_metric, "model": ft.name,
-                   "model_args": ft.model_args, "init_weights": run.config["init_weights"], "history": run.history,
-                   **report(metrics, out, ft.test_set, args, run.run_dir / PLOT_FILE,
-                            f"{args.exp_name}, epoch {run.best_epoch}: test", run.logger)}
-        atomic_write_text(run.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        run.save_checkpoint(epoch, is_best, {"classifier": (model, meta)})
+    results = (final_evaluation(args, run, cls_evaluator, test_set, test_loader, split)
+               if run.finished and run.is_main else {})
     distributed.barrier()
+    return results
+
+
+def train_one_epoch(net: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+                    meter: EpochMeter, args: argparse.Namespace) -> dict[str, float]:
+    """One fine-tuning epoch: per batch, the logits, the label-smoothed cross-entropy, backward and an optimizer
+    step. Returns the meter's epoch means (loss, acc, lr, samples_per_s, ...)."""
+    device = meter.device
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    with meter:
+        for step, (points, labels) in enumerate(loader):  # (B, N, 3), (B,)
+            if step == meter.n_steps:  # --max_steps_per_epoch
+                break
+            optimizer.zero_grad(set_to_none=True)
+            x, y = to_model_input(points, labels, device)  # (B, 3, N), (B,)
+            with autocast_context(device, args.amp):
+                logits = net(x)  # (B, C)
+            loss = smoothed_cross_entropy(logits, y, eps=args.label_smoothing)
+            meter.update(step, loss, {"acc": (logits.detach().argmax(dim=1) == y).float().mean()},
+                         batch_size=points.shape[0])
+            if scaler is not None:  # fp16: scaled backward; the step is skipped when gradients overflowed
+                scaler.scale(loss).backward()
+                if args.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(params, args.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                if args.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(params, args.grad_clip)
+                optimizer.step()
+            if meter.stop:  # a stop signal: end after this step's update
+                break
+    return meter.stats
+
+
+def final_evaluation(args: argparse.Namespace, run: Run, cls_evaluator: ClsEvaluator, test_set: Dataset,
+                     test_loader: Any, split: str) -> dict[str, Any]:
+    """Evaluate the kept checkpoint on test (rebuilt from its file, as --eval does); write results.json."""
+    best = run.ckpt_dir / "classifier_best.pth"
+    model_args = run.config["model_args"]
+    kept, _, _ = load_classifier(best, model_args["k"], args.dropout, args.edgeconv)
+    metrics, out = cls_evaluator.evaluate(kept.to(run.device), test_loader, progress=not args.no_progress, desc="test")
+    rule = "held-out val OA" if split == "val" else "test OA (the DGCNN reference's rule: selected on test)"
+    run.logger.info(f"Kept checkpoint: epoch {run.best_epoch} ({rule} {100 * run.best_metric:.2f}), {best}")
+    results = {"mode": "train", "checkpoint": str(best), "best_epoch": run.best_epoch, "selected_on": split,
+               "selection_metric": rule, "selection_value": run.best_metric, "model": run.config["model"],
+               "model_args": model_args, "init_weights": run.config["init_weights"], "history": run.history,
+               **report(metrics, out, test_set, args, run.run_dir / PLOT_FILE,
+                        f"{args.exp_name}, epoch {run.best_epoch}: test", run.logger)}
+    atomic_write_text(run.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
     return results
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,8 +41,9 @@ from util import distributed
 from util.checkpoint import WeightsMeta
 from util.presets import PRETRAIN_K, PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
 from util.run import (AT_LEAST_1, FRACTION, POSITIVE, Run, add_run_arguments, check_args, check_batch,
-                      check_points_for_k, run_training)
-from util.training import autocast_context, loader_kwargs, make_generator, make_grad_scaler, stratified_split
+                      check_points_for_k, epoch_means, every_n_epochs, open_process)
+from util.training import (EpochMeter, autocast_context, loader_kwargs, make_generator, make_grad_scaler,
+                           stratified_split)
 
 PROG = "train_crossmodal.py"
 # Config keys that fix the shapes of the saved models: resuming with other values is refused.
@@ -158,71 +158,6 @@ class ProjectedEncoder(nn.Module):
         return self.encoder.inv_head(self.encoder(x))
 
 
-class CrossPointStep:
-    """One CrossPoint forward pass: ``batch -> (loss, {"imid", "cmid"})``.
-
-    Both augmented point clouds go through the point encoder in ONE batch of 2B (like the original,
-    so BatchNorm statistics are computed over both views together); the rendered image goes through
-    the image encoder. L = IMID(z1, z2) + CMID((z1 + z2) / 2, h).
-
-    Args:
-        point_net: ProjectedEncoder (possibly DDP/compile-wrapped): (2B, 3, N) -> (2B, 256).
-        image_net: ProjectedEncoder for images, or None for the IMID-only ablation.
-        device: training device.
-        amp: "none" | "bf16" | "fp16".
-        temperature: NT-Xent temperature.
-        gather_negatives: all-gather z1, z2, h over DDP ranks before the loss (gradient-correct); their
-            shapes are compared across ranks at the first call only (a host sync), never per step.
-        channels_last: feed images as channels_last.
-    """
-
-    def __init__(
-        self,
-        point_net: nn.Module,
-        image_net: nn.Module | None,
-        device: torch.device,
-        amp: str,
-        temperature: float,
-        gather_negatives: bool,
-        channels_last: bool,
-    ) -> None:
-        self.point_net = point_net
-        self.image_net = image_net
-        self.device = device
-        self.amp = amp
-        self.temperature = temperature
-        self.gather_negatives = gather_negatives
-        self.channels_last = channels_last
-        self.shapes_checked = False
-
-    def __call__(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        pc1, pc2, img = batch  # (B, N, 3), (B, N, 3), (B, 3, S, S)
-        pc1 = pc1.to(self.device, non_blocking=True)
-        pc2 = pc2.to(self.device, non_blocking=True)
-        b = pc1.shape[0]
-        points = torch.cat((pc1, pc2), dim=0).transpose(1, 2).contiguous()  # (2B, 3, N)
-        with autocast_context(self.device, self.amp):
-            z = self.point_net(points)  # (2B, 256)
-            h = None
-            if self.image_net is not None:
-                img = img.to(self.device, non_blocking=True)
-                if self.channels_last:
-                    img = img.contiguous(memory_format=torch.channels_last)
-                h = self.image_net(img)  # (B, 256)
-        z1, z2 = z[:b], z[b:]  # (B, 256) each
-        if self.gather_negatives:
-            if not self.shapes_checked:
-                distributed.check_same_shapes(z1, z2, h)
-                self.shapes_checked = True
-            z1, z2 = distributed.all_gather_with_grad(z1), distributed.all_gather_with_grad(z2)  # (W*B, 256)
-            h = distributed.all_gather_with_grad(h) if h is not None else None
-        if h is None:
-            imid = nt_xent(z1, z2, self.temperature)
-            return imid, {"imid": imid.detach()}
-        total, parts = crosspoint_loss(z1, z2, h, self.temperature)
-        return total, {k: v.detach() for k, v in parts.items()}
-
-
 # ----------------------------------------------------------------------------------------------
 # Best-model probe
 # ----------------------------------------------------------------------------------------------
@@ -307,32 +242,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run pretraining. Returns {"run_dir", "history" (per-epoch dicts), "best_metric", "best_epoch"}."""
     args = parse_with_preset(build_parser(), "pretrain", argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    return run_training(PROG, args, validate, "exp", setup, train)
+    with open_process(PROG, args, validate) as (info, device):
+        with Run(PROG, args, info, device, default_name="exp") as run:
+            results = run.nothing_to_do() if run.already_finished else pretrain(args, run)
+        return distributed.broadcast_object(results)
 
 
-@dataclass
-class Pretraining:
-    """What the epoch loop needs besides the Run."""
-
-    dataset: ShapeNetRender
-    loader: DataLoader
-    step_fn: CrossPointStep
-    probe: SVMProbe | None
-
-
-def setup(run: Run) -> Pretraining:
-    """Data, models, optimiser, schedule and probe; then ``run.start`` (config, logs, resume)."""
-    args, info, device = run.args, run.info, run.device
-    dataset = ShapeNetRender(args.data_root, img_transform=crosspoint_image_transform(args.image_size),
-                             num_points=args.num_points)
-    loader = run.train_loader(dataset, args.batch_size, args.num_workers, args.persistent_workers)
-
+def build_models(args: argparse.Namespace, run: Run) -> tuple[dict[str, nn.Module], nn.Module, nn.Module | None]:
+    """The encoders (``{"point_encoder", "image_encoder"?}``, unwrapped: their state dicts are the published
+    format) and the trained networks ``point_net`` / ``image_net`` (ProjectedEncoder, DDP-wrapped under torchrun,
+    compiled with --compile; ``image_net`` is None for --imid_only)."""
+    device = run.device
+    sync_bn = args.sync_bn and run.info.is_distributed  # BatchNorm (and fast EdgeConv) statistics over all ranks
     point_encoder = build_point_encoder(args.model, k=args.k, emb_dims=args.emb_dims, edgeconv=args.edgeconv)
-    sync_bn = args.sync_bn and info.is_distributed  # BatchNorm (and fast EdgeConv) statistics over all ranks
     if sync_bn:
         point_encoder = convert_sync_batchnorm(point_encoder)
     models: dict[str, nn.Module] = {"point_encoder": point_encoder.to(device)}
-    param_groups = [{"params": list(point_encoder.parameters()), "name": "point"}]
     image_net: nn.Module | None = None
     if not args.imid_only:
         image_encoder = build_image_encoder(args.img_model).to(device)
@@ -341,26 +266,146 @@ def setup(run: Run) -> Pretraining:
         if args.channels_last and device.type == "cuda":
             image_encoder.to(memory_format=torch.channels_last)
         models["image_encoder"] = image_encoder
-        param_groups.append({"params": list(image_encoder.parameters()), "name": "image"})
         image_net = distributed.wrap_ddp(ProjectedEncoder(image_encoder), device)
     point_net: nn.Module = distributed.wrap_ddp(ProjectedEncoder(point_encoder), device)
     if args.compile:
         point_net = torch.compile(point_net)
         image_net = torch.compile(image_net) if image_net is not None else None
-    # One Adam over both encoders, like the original (which passes the concatenated parameter list);
-    # two param groups only name them. Cosine annealing over all epochs, stepped once per epoch.
-    optimizer = torch.optim.Adam(param_groups, lr=args.lr, weight_decay=args.wd)
+    return models, point_net, image_net
+
+
+def pretrain(args: argparse.Namespace, run: Run) -> dict[str, Any]:
+    """Data, models, optimizer and schedule, then the epoch loop: train, step the schedule, probe, keep the best,
+    log and checkpoint. Returns the run summary."""
+    device = run.device
+    dataset = ShapeNetRender(args.data_root, img_transform=crosspoint_image_transform(args.image_size),
+                             num_points=args.num_points)
+    loader = run.train_loader(dataset, args.batch_size, args.num_workers, args.persistent_workers)
+    models, point_net, image_net = build_models(args, run)
+    # One Adam over both encoders, like the original (which passes the concatenated parameter list); the two
+    # param groups only name them. Cosine annealing over all epochs, stepped once per epoch.
+    optimizer = torch.optim.Adam([{"params": list(m.parameters()), "name": name.split("_")[0]}
+                                  for name, m in models.items()], lr=args.lr, weight_decay=args.wd)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs, eta_min=0.0)
-    step_fn = CrossPointStep(point_net, image_net, device, args.amp, args.temperature,
-                             args.gather_negatives and info.is_distributed,
-                             args.channels_last and device.type == "cuda")
+    scaler = make_grad_scaler(device, args.amp)
     probe = build_probe(args, device)
-    run.start(models, optimizer, scheduler, make_grad_scaler(device, args.amp), model_settings=MODEL_SETTINGS,
-              config_extra={"dataset_objects": len(dataset), "data": data_kind(args.data_root)})
+    run.start_or_resume(models, optimizer, scheduler, scaler, model_settings=MODEL_SETTINGS,
+                        config_extra={"dataset_objects": len(dataset), "data": data_kind(args.data_root)})
     image_txt = "no image encoder (IMID only)" if args.imid_only else args.img_model
     run.logger.info(f"CrossPoint pretraining: {args.model} + {image_txt}, {len(dataset)} objects, {len(loader)} "
-                    f"steps/epoch x {info.world_size} process(es), device {device}, run dir {run.run_dir}")
-    return Pretraining(dataset, loader, step_fn, probe)
+                    f"steps/epoch x {run.info.world_size} process(es), device {device}, run dir {run.run_dir}")
+    for epoch in run.remaining_epochs():
+        if args.lr_step_before_epoch:
+            # Differs from the default order on purpose (reproduces the original's scheduler call).
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)`")
+                scheduler.step()
+        for m in models.values():
+            m.train()
+        dataset.reset_image_stats()
+        stats = train_one_epoch(point_net, image_net, loader, optimizer, scaler, run.epoch_meter(loader, epoch), args,
+                                gather=args.gather_negatives and run.info.is_distributed,
+                                check_shapes=epoch == run.start_epoch)
+        if not args.lr_step_before_epoch:
+            scheduler.step()
+        record = epoch_means(epoch, stats, device)
+        metric = None
+        if probe is not None and run.is_main and every_n_epochs(epoch, args.probe_every, args.epochs):
+            res = probe(models["point_encoder"], device, progress=not args.no_progress)
+            record.update({f"probe_{k}": v for k, v in res.items() if k != "metric"})
+            record["probe_metric"] = metric = res["metric"]
+        # As the original, a later epoch must be strictly better to replace the kept one; without a probe,
+        # best = last.
+        is_best = run.update_best(epoch, metric, ties_replace=False, best_if_unmeasured=probe is None)
+        run.log_epoch(record, epoch_line(epoch, record, dataset), is_best)
+        probe_meta = {k: record[k] for k in record if k.startswith("probe_")}
+        run.save_checkpoint(epoch, is_best, {kind: (module, weights_meta(args, kind, epoch, run.config, probe_meta))
+                                             for kind, module in models.items()})
+    return run.summary()
+
+
+def train_one_epoch(point_net: nn.Module, image_net: nn.Module | None, loader: DataLoader,
+                    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, meter: EpochMeter,
+                    args: argparse.Namespace, gather: bool, check_shapes: bool) -> dict[str, float]:
+    """One epoch of CrossPoint; returns the meter's epoch means (loss, imid, cmid?, lr, samples_per_s, ...).
+
+    Both augmented point clouds go through the point encoder in ONE batch of 2B (like the original, so BatchNorm
+    statistics are computed over both views together); the rendered image goes through the image encoder.
+    L = IMID(z1, z2) + CMID((z1 + z2) / 2, h); IMID alone with --imid_only. With ``gather`` (--gather_negatives
+    under DDP), z1, z2 and h are all-gathered (gradient-correct) before the loss; ``check_shapes`` compares their shapes
+    across ranks at the first step (a host sync: once per invocation, never per step).
+    """
+    device = meter.device
+    channels_last = args.channels_last and device.type == "cuda"
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    with meter:
+        for step, (pc1, pc2, img) in enumerate(loader):  # (B, N, 3), (B, N, 3), (B, 3, S, S)
+            if step == meter.n_steps:  # --max_steps_per_epoch
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss, parts = forward_loss(point_net, image_net, (pc1, pc2, img), device, args.amp, args.temperature,
+                                       gather, channels_last, check_shapes=check_shapes and step == 0)
+            meter.update(step, loss, parts, batch_size=pc1.shape[0])  # a sync point every --print_freq steps (NaN check)
+            if scaler is not None:  # fp16: scaled backward; the step is skipped when gradients overflowed
+                scaler.scale(loss).backward()
+                if args.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(params, args.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                if args.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(params, args.grad_clip)
+                optimizer.step()
+            if meter.stop:  # a stop signal: end after this step's update
+                break
+    return meter.stats
+
+
+def forward_loss(point_net: nn.Module, image_net: nn.Module | None, batch: Any, device: torch.device, amp: str,
+                 temperature: float, gather: bool, channels_last: bool,
+                 check_shapes: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The CrossPoint loss of one batch ``(pc1 (B, N, 3), pc2 (B, N, 3), img (B, 3, S, S))``.
+
+    Returns (loss, {"imid", "cmid"} detached; {"imid"} without an image branch). Both views go through
+    ``point_net`` as one batch of 2B; under autocast for ``amp``; ``gather``: all-gather z1, z2, h over the DDP
+    ranks first (``check_shapes``: compare their shapes across ranks, a host sync).
+    """
+    pc1, pc2, img = batch
+    pc1, pc2 = pc1.to(device, non_blocking=True), pc2.to(device, non_blocking=True)
+    b = pc1.shape[0]
+    points = torch.cat((pc1, pc2), dim=0).transpose(1, 2).contiguous()  # (2B, 3, N)
+    with autocast_context(device, amp):
+        z = point_net(points)  # (2B, 256)
+        h = None
+        if image_net is not None:
+            img = img.to(device, non_blocking=True)
+            h = image_net(img.contiguous(memory_format=torch.channels_last) if channels_last else img)  # (B, 256)
+    z1, z2 = z[:b], z[b:]  # (B, 256) each
+    if gather:
+        if check_shapes:
+            distributed.check_same_shapes(z1, z2, h)
+        z1, z2 = distributed.all_gather_with_grad(z1), distributed.all_gather_with_grad(z2)  # (W*B, 256)
+        h = distributed.all_gather_with_grad(h) if h is not None else None
+    if h is None:
+        imid = nt_xent(z1, z2, temperature)
+        return imid, {"imid": imid.detach()}
+    total, parts = crosspoint_loss(z1, z2, h, temperature)
+    return total, {k: v.detach() for k, v in parts.items()}
+
+
+def epoch_line(epoch: int, record: dict[str, Any], dataset: ShapeNetRender) -> str:
+    """The epoch's log line; adds ``truncated_image_loads`` to ``record``. Truncated renderings load in part, as
+    in the original (each file is warned about once)."""
+    parts = " ".join(f"{k}={record[k]:.4f}" for k in ("loss", "imid", "cmid") if k in record)
+    probe_txt = "".join(f" {k}={record[k]:.4f}" for k in ("probe_val_acc", "probe_test_acc") if k in record)
+    images = dataset.image_stats()
+    record["truncated_image_loads"] = images["truncated_loads"]
+    if images["truncated_loads"]:
+        probe_txt += (f" | {images['truncated_loads']} load(s) of truncated renderings "
+                      f"({images['truncated_files']} file(s) so far, named in the warnings)")
+    return f"epoch {epoch}: {parts} lr={record['lr']:.3e} {record['samples_per_s']:.1f} samples/s{probe_txt}"
 
 
 def weights_meta(args: argparse.Namespace, kind: str, epoch: int, config: dict, extra: dict) -> WeightsMeta:
@@ -371,47 +416,6 @@ def weights_meta(args: argparse.Namespace, kind: str, epoch: int, config: dict, 
         model, model_args = args.img_model, {}
     return WeightsMeta(model=model, kind=kind, model_args=model_args, epoch=epoch, source=PROG, config=config,
                        extra=extra)
-
-
-def train(run: Run, pre: Pretraining) -> dict[str, Any]:
-    """The epoch loop: train, step the schedule, probe, select, log and checkpoint. Returns the run summary."""
-    args, probe = run.args, pre.probe
-    for epoch in run.epochs():
-        if args.lr_step_before_epoch:
-            # Differs from the default order on purpose (reproduces the original's scheduler call).
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)`")
-                run.scheduler.step()
-        for m in run.models.values():
-            m.train()
-        pre.dataset.reset_image_stats()
-        stats = run.train_epoch(pre.step_fn, pre.loader, epoch)
-        if not args.lr_step_before_epoch:
-            run.scheduler.step()
-        record = run.epoch_record(epoch, stats)
-        metric = None
-        if probe is not None and run.is_main and run.due(epoch, args.probe_every):
-            res = probe(run.models["point_encoder"], run.device, progress=not args.no_progress)
-            record.update({f"probe_{k}": v for k, v in res.items() if k != "metric"})
-            record["probe_metric"] = metric = res["metric"]
-        # As the original, a later epoch must be strictly better to replace the kept one; without a probe,
-        # best = last.
-        is_best = run.select(epoch, metric, ties_replace=False, best_if_unmeasured=probe is None)
-        probe_meta = {k: record[k] for k in record if k.startswith("probe_")}
-        weights = {kind: (module, weights_meta(args, kind, epoch, run.config, probe_meta))
-                   for kind, module in run.models.items()}
-        parts = " ".join(f"{k}={record[k]:.4f}" for k in ("loss", "imid", "cmid") if k in record)
-        probe_txt = "".join(f" {k}={record[k]:.4f}" for k in ("probe_val_acc", "probe_test_acc") if k in record)
-        # Truncated renderings load in part, as in the original (each file is warned about once).
-        images = pre.dataset.image_stats()
-        record["truncated_image_loads"] = images["truncated_loads"]
-        if images["truncated_loads"]:
-            probe_txt += (f" | {images['truncated_loads']} load(s) of truncated renderings "
-                          f"({images['truncated_files']} file(s) so far, named in the warnings)")
-        run.end_epoch(epoch, record, is_best, weights,
-                      f"epoch {epoch}: {parts} lr={record['lr']:.3e} {record['samples_per_s']:.1f} samples/s"
-                      f"{probe_txt}")
-    return run.summary()
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import functools
 import json
 import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +46,12 @@ from util.meta import SHAPENET_PART_NUM_CATEGORIES as NUM_CATEGORIES
 from util.meta import SHAPENET_PART_NUM_PARTS as NUM_PARTS
 from util.meta import SHAPENET_PART_PARTS_PER_CATEGORY as PARTS_PER_CATEGORY
 from util.metrics import format_category_table
-from util.partseg import (METRIC_NOTE, PartSegEvaluator, PartSegStep, describe_metrics, flat_metrics,
+from util.partseg import (METRIC_NOTE, PartSegEvaluator, describe_metrics, flat_metrics, model_input,
                           plot_examples)
 from util.presets import PARTSEG_K, PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
 from util.run import (AT_LEAST_0, AT_LEAST_1, FRACTION, NON_NEGATIVE, PROBABILITY, Run, add_run_arguments, check_args,
-                      check_batch, check_points_for_k, run_training)
-from util.training import eval_loader, make_grad_scaler, make_optimizer, stratified_split
+                      check_batch, check_points_for_k, epoch_means, every_n_epochs, open_process, write_eval_results)
+from util.training import EpochMeter, autocast_context, eval_loader, make_grad_scaler, make_optimizer, stratified_split
 
 PROG = "train_partseg.py"
 HEAD_PREFIXES = ("conv7.", "conv8.", "conv9.", "conv10.", "conv11.")
@@ -279,11 +278,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_with_preset(build_parser(), "partseg", argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.class_choice = SHAPENET_PART_ALIASES.get(args.class_choice, args.class_choice)
-    return run_training(PROG, args, validate, "dgcnn_partseg", setup, train, evaluate_only)
+    with open_process(PROG, args, validate) as (info, device):
+        if args.eval:  # the main rank evaluates, the others wait
+            results = evaluate_only(args, device) if info.is_main else {}
+            distributed.barrier()
+            return results
+        with Run(PROG, args, info, device, default_name="dgcnn_partseg") as run:
+            results = run.nothing_to_do() if run.already_finished else finetune(args, run)
+        return distributed.broadcast_object(results)
 
 
-def evaluate_only(args: argparse.Namespace, device: torch.device, run_dir: Path) -> dict[str, Any]:
-    """--eval: the results of --model_path on the test split (written by util.run to results_eval.json)."""
+def evaluate_only(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """--eval: the results of --model_path on the test split, written to
+    ``<output_dir>/<exp_name or dgcnn_partseg_eval>/results_eval.json``."""
+    run_dir = Path(args.output_dir) / (args.exp_name or "dgcnn_partseg_eval")
     path = Path(args.model_path)
     model, model_args, class_choice = load_finetuned(path, args.k, args.class_choice, args.dropout, args.edgeconv)
     model.to(device)
@@ -301,28 +309,33 @@ def evaluate_only(args: argparse.Namespace, device: torch.device, run_dir: Path)
                "data": data_kind(args.data_root), "metric_note": METRIC_NOTE, "test": metrics}
     if args.plot:
         results["plot"] = plot_examples(test, out, run_dir / PLOT_FILE, args.plot_shapes, f"{path.name}: test shapes")
+    write_eval_results(run_dir, results)
     return results
 
 
-@dataclass
-class FineTuning:
-    """What the epoch loop needs besides the Run: data, the model (plain and DDP-wrapped), step, evaluator."""
+def build_model_with_init(args: argparse.Namespace, run: Run, num_parts: int) -> tuple[DGCNNPartSeg, dict, str]:
+    """The part-segmentation model with its initial weights (--pretrained_path or scratch), on the run's device.
+    Returns (model, model_args, the initial weights' description for the log)."""
+    init_sd, init_source, model_args = initial_weights(args, run.info)
+    model_args["num_parts"] = num_parts
+    model = build_model(model_args, args.edgeconv)
+    try:
+        new_keys = load_partseg_init(model, init_sd, init_source) if init_sd is not None else None
+    except (CheckpointError, ValueError) as err:
+        raise SystemExit(f"{PROG}: --pretrained_path {err}") from None
+    note = f"Initial weights: {init_source}" + (
+        "" if new_keys is None else
+        f"; new (randomly initialised) keys: {summarize_keys(new_keys) if new_keys else 'none'}")
+    if new_keys:
+        note += "\nNew keys: " + ", ".join(new_keys)
+    return model.to(run.device), model_args, note
 
-    model: DGCNNPartSeg
-    net: nn.Module
-    step_fn: PartSegStep
-    evaluator: PartSegEvaluator
-    train_loader: DataLoader
-    select_loader: DataLoader
-    test_loader: DataLoader
-    test_set: ShapeNetPart
-    model_args: dict[str, Any]
-    seg_start_index: int
 
-
-def setup(run: Run) -> FineTuning:
-    """Data, model and initial weights, optimiser and schedule; then ``run.start`` (config, logs, resume)."""
-    args, info, device = run.args, run.info, run.device
+def finetune(args: argparse.Namespace, run: Run) -> dict[str, Any]:
+    """Data, model and initial weights, optimizer and schedule; optional evaluation at init; the epoch loop
+    (train, schedule, evaluate, keep the best, log, checkpoint); the final test evaluation of the kept checkpoint.
+    Returns the results written to results.json (main rank; {} elsewhere or when the run stopped early)."""
+    device = run.device
     train_set, val_set, test_set, trainval = build_datasets(args)
     # Differs from the original: drop_last is always on (the original kept a last partial batch when the
     # set had < 100 shapes); a batch of one shape would break the BatchNorm of the category branch.
@@ -330,114 +343,144 @@ def setup(run: Run) -> FineTuning:
     test_loader = eval_loader(test_set, args.test_batch_size, device, args.num_workers)
     select_loader = (eval_loader(val_set, args.test_batch_size, device, args.num_workers) if val_set is not None
                      else test_loader)
-
-    init_sd, init_source, model_args = initial_weights(args, info)
-    model_args["num_parts"] = trainval.seg_num_all
-    model = build_model(model_args, args.edgeconv)
-    try:
-        new_keys = load_partseg_init(model, init_sd, init_source) if init_sd is not None else None
-    except (CheckpointError, ValueError) as err:
-        raise SystemExit(f"{PROG}: --pretrained_path {err}") from None
-    model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
+    model, model_args, init_note = build_model_with_init(args, run, trainval.seg_num_all)
     # Differs from the original: --lr is the learning rate itself (0.1); the original took --lr 0.001 and
     # multiplied it by 100 for SGD. Parameters without gradients (inv_head) are not passed (no effect).
-    optimizer = make_optimizer(args.optimizer, params, args.lr, args.momentum, args.wd)
+    optimizer = make_optimizer(args.optimizer, [p for p in model.parameters() if p.requires_grad], args.lr,
+                               args.momentum, args.wd)
     if args.scheduler == "cos":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs, eta_min=args.eta_min)
     else:
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=20, gamma=0.5)
-    if args.sync_bn and info.is_distributed:
+    if args.sync_bn and run.info.is_distributed:
         model = convert_sync_batchnorm(model)  # BatchNorm (and fast EdgeConv) statistics over all ranks
     net = distributed.wrap_ddp(model, device)
-    seg_start = trainval.seg_start_index
-    step_fn = PartSegStep(net, device, args.amp, seg_start, functools.partial(smoothed_cross_entropy, eps=args.label_smoothing),
-                          next(model.parameters()).dtype)
-    run.start({"model": model}, optimizer, scheduler, make_grad_scaler(device, args.amp), model_settings=MODEL_SETTINGS,
-              config_extra={"model_args": model_args, "seg_start_index": seg_start, "init_weights": init_source,
-                            "train_shapes": len(train_set), "val_shapes": len(val_set) if val_set is not None else 0,
-                            "test_shapes": len(test_set), "data": data_kind(args.data_root)})
+    scaler, seg_start = make_grad_scaler(device, args.amp), trainval.seg_start_index
+    run.start_or_resume({"model": model}, optimizer, scheduler, scaler, model_settings=MODEL_SETTINGS,
+                        config_extra={"model_args": model_args, "seg_start_index": seg_start,
+                                      "init_weights": init_note.splitlines()[0].removeprefix("Initial weights: "),
+                                      "train_shapes": len(train_set),
+                                      "val_shapes": len(val_set) if val_set is not None else 0,
+                                      "test_shapes": len(test_set), "data": data_kind(args.data_root)})
     run.logger.info(f"Part segmentation: DGCNNPartSeg {model_args}, {len(train_set)} train / "
                     f"{run.config['val_shapes']} val / {len(test_set)} test shapes"
                     f"{'' if args.class_choice is None else f' ({args.class_choice})'}, {len(train_loader)} "
-                    f"steps/epoch x {info.world_size} process(es), device {device}, run dir {run.run_dir}")
-    run.logger.info(f"Initial weights: {init_source}" + (
-        "" if new_keys is None else
-        f"; new (randomly initialised) keys: {summarize_keys(new_keys) if new_keys else 'none'}"))
-    if new_keys:
-        run.logger.info("New keys: " + ", ".join(new_keys))
-    return FineTuning(model, net, step_fn, make_evaluator(args, device, seg_start), train_loader, select_loader,
-                      test_loader, test_set, model_args, seg_start)
-
-
-def train(run: Run, ft: FineTuning) -> dict[str, Any]:
-    """Optional evaluation at init, the epoch loop, then the final test evaluation of the kept checkpoint."""
-    args = run.args
-    test_at_init = None
-    if args.eval_at_init and run.resume_path is None and run.is_main:
-        test_at_init, _ = ft.evaluator.evaluate(ft.model, ft.test_loader, progress=not args.no_progress,
-                                                desc="test (init)")
-        run.logger.info(describe_metrics(test_at_init, "test at initialisation"))
-        run.logger.log(flat_metrics(test_at_init, "test_init"), step=0)
-    for epoch in run.epochs():
-        train_epoch(run, ft, epoch)
-    results: dict[str, Any] = {}
-    if run.finished and run.is_main:
-        results = final_evaluation(run, ft, test_at_init)
+                    f"steps/epoch x {run.info.world_size} process(es), device {device}, run dir {run.run_dir}")
+    for line in init_note.splitlines():
+        run.logger.info(line)
+    evaluator = make_evaluator(args, device, seg_start)
+    test_at_init = evaluate_at_init(args, run, evaluator, model, test_loader)
+    for epoch in run.remaining_epochs():
+        net.train()
+        stats = train_one_epoch(net, train_loader, optimizer, scaler, run.epoch_meter(train_loader, epoch), args,
+                                seg_start, next(model.parameters()).dtype)
+        step_schedule(args.scheduler, scheduler, optimizer)
+        record = epoch_means(epoch, stats, device, prefix="train/")
+        metric, eval_line = evaluate_epoch(args, run, evaluator, model, select_loader, test_loader, epoch, record)
+        # As the original, a later epoch with an equal score replaces the kept one (>=).
+        is_best = run.update_best(epoch, metric, ties_replace=True)
+        run.log_epoch(record, f"epoch {epoch}: loss={record['train/loss']:.4f} acc={record['train/acc']:.4f} "
+                              f"lr={record['lr']:.3e} {record['samples_per_s']:.1f} shapes/s{eval_line}", is_best)
+        meta = WeightsMeta(model="dgcnn_partseg", kind="partseg", model_args=model_args, epoch=epoch, source=PROG,
+                           config=run.config,
+                           extra={"class_choice": args.class_choice, "seg_start_index": seg_start,
+                                  "metrics": {k: v for k, v in record.items() if k.startswith(("val/", "test/"))}})
+        run.save_checkpoint(epoch, is_best, {"partseg": (model, meta)})
+    results = final_evaluation(args, run, evaluator, test_set, test_loader, test_at_init) if (
+        run.finished and run.is_main) else {}
     distributed.barrier()
     return results
 
 
-def step_schedule(run: Run) -> None:
+def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler | None, meter: EpochMeter, args: argparse.Namespace,
+                    seg_start_index: int, dtype: torch.dtype) -> dict[str, float]:
+    """One fine-tuning epoch: per batch, the part logits, the label-smoothed cross-entropy of the original,
+    backward and an optimizer step. ``seg_start_index`` is subtracted from the global part ids (the chosen
+    category's first part with --class_choice, else 0), as in the original; ``dtype``: the model's parameter
+    dtype. Returns the meter's epoch means (loss, acc, lr, samples_per_s, ...)."""
+    device = meter.device
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    with meter:
+        for step, (points, category, part_ids) in enumerate(loader):  # (B, N, 3), (B,), (B, N)
+            if step == meter.n_steps:  # --max_steps_per_epoch
+                break
+            optimizer.zero_grad(set_to_none=True)
+            x, one_hot = model_input(points, category, device, dtype)  # (B, 3, N), (B, 16)
+            target = part_ids.to(device, non_blocking=True) - seg_start_index  # (B, N)
+            with autocast_context(device, args.amp):
+                logits = net(x, one_hot)  # (B, P, N)
+            loss = smoothed_cross_entropy(logits, target, eps=args.label_smoothing)
+            # Differs from the original: training logs loss and per-point accuracy, not the training-set mIoU.
+            acc = (logits.detach().argmax(dim=1) == target).float().mean()
+            meter.update(step, loss, {"acc": acc}, batch_size=points.shape[0])
+            if scaler is not None:  # fp16: scaled backward; the step is skipped when gradients overflowed
+                scaler.scale(loss).backward()
+                if args.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(params, args.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                if args.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(params, args.grad_clip)
+                optimizer.step()
+            if meter.stop:  # a stop signal: end after this step's update
+                break
+    return meter.stats
+
+
+def step_schedule(kind: str, scheduler: Any, optimizer: torch.optim.Optimizer) -> None:
     """Cosine: one step per epoch. Step: the original's x0.5 every 20 epochs, never below 1e-5."""
-    if run.args.scheduler == "cos":
-        run.scheduler.step()
+    if kind == "cos":
+        scheduler.step()
         return
-    if run.optimizer.param_groups[0]["lr"] > 1e-5:
-        run.scheduler.step()
-    for group in run.optimizer.param_groups:
+    if optimizer.param_groups[0]["lr"] > 1e-5:
+        scheduler.step()
+    for group in optimizer.param_groups:
         group["lr"] = max(group["lr"], 1e-5)
 
 
-def train_epoch(run: Run, ft: FineTuning, epoch: int) -> None:
-    """Train one epoch, evaluate the selection split when due, select, log and checkpoint."""
-    args = run.args
-    ft.net.train()
-    stats = run.train_epoch(ft.step_fn, ft.train_loader, epoch)
-    step_schedule(run)
-    record = run.epoch_record(epoch, stats, prefix="train/")
+def evaluate_at_init(args: argparse.Namespace, run: Run, evaluator: PartSegEvaluator, model: nn.Module,
+                     test_loader: DataLoader) -> dict | None:
+    """--eval_at_init on a new run (main rank): the test metrics before fine-tuning, logged; else None."""
+    if not (args.eval_at_init and run.resume_path is None and run.is_main):
+        return None
+    test_at_init, _ = evaluator.evaluate(model, test_loader, progress=not args.no_progress, desc="test (init)")
+    run.logger.info(describe_metrics(test_at_init, "test at initialisation"))
+    run.logger.log(flat_metrics(test_at_init, "test_init"), step=0)
+    return test_at_init
+
+
+def evaluate_epoch(args: argparse.Namespace, run: Run, evaluator: PartSegEvaluator, model: nn.Module,
+                   select_loader: DataLoader, test_loader: DataLoader, epoch: int,
+                   record: dict[str, Any]) -> tuple[float | None, str]:
+    """The selection split's evaluation when due (main rank), and with --select_best_on val the test split's
+    per --test_every; their metrics go into ``record``. Returns (selection metric or None, log text)."""
     split = "val" if args.select_best_on == "val" else "test"
     metric, eval_line = None, ""
-    if run.is_main and run.due(epoch, args.eval_every):
+    if run.is_main and every_n_epochs(epoch, args.eval_every, args.epochs):
         # Differs from the original DDP script (which averaged per-rank mIoUs): evaluation runs on rank 0
         # over the whole split, so the numbers do not depend on the number of processes.
-        metrics, _ = ft.evaluator.evaluate(ft.model, ft.select_loader, progress=not args.no_progress, desc=split)
+        metrics, _ = evaluator.evaluate(model, select_loader, progress=not args.no_progress, desc=split)
         record.update(flat_metrics(metrics, split))
         # val: the held-out instance mIoU of the category-restricted argmax; test: the original's rule, the
         # test instance mIoU of the unrestricted argmax over all parts.
         metric = metrics["restricted" if split == "val" else "unrestricted"]["instance_miou"]
         eval_line = " | " + describe_metrics(metrics, split)
-    if run.is_main and split == "val" and args.test_every and run.due(epoch, args.test_every):
-        test_metrics, _ = ft.evaluator.evaluate(ft.model, ft.test_loader, progress=not args.no_progress, desc="test")
+    if run.is_main and split == "val" and args.test_every and every_n_epochs(epoch, args.test_every, args.epochs):
+        test_metrics, _ = evaluator.evaluate(model, test_loader, progress=not args.no_progress, desc="test")
         record.update(flat_metrics(test_metrics, "test"))
-    # As the original, a later epoch with an equal score replaces the kept one (>=).
-    is_best = run.select(epoch, metric, ties_replace=True)
-    meta = WeightsMeta(model="dgcnn_partseg", kind="partseg", model_args=ft.model_args, epoch=epoch, source=PROG,
-                       config=run.config,
-                       extra={"class_choice": args.class_choice, "seg_start_index": ft.seg_start_index,
-                              "metrics": {k: v for k, v in record.items() if k.startswith(("val/", "test/"))}})
-    run.end_epoch(epoch, record, is_best, {"partseg": (ft.model, meta)},
-                  f"epoch {epoch}: loss={record['train/loss']:.4f} acc={record['train/acc']:.4f} "
-                  f"lr={record['lr']:.3e} {record['samples_per_s']:.1f} shapes/s{eval_line}")
+    return metric, eval_line
 
 
-def final_evaluation(run: Run, ft: FineTuning, test_at_init: dict | None) -> dict[str, Any]:
+def final_evaluation(args: argparse.Namespace, run: Run, evaluator: PartSegEvaluator, test_set: ShapeNetPart,
+                     test_loader: DataLoader, test_at_init: dict | None) -> dict[str, Any]:
     """Evaluate the kept checkpoint on test through the --eval code path; write results.json (rank 0)."""
-    args = run.args
     best_path = run.ckpt_dir / "partseg_best.pth"
     model, model_args, class_choice = load_finetuned(best_path, None, args.class_choice, args.dropout, args.edgeconv)
-    metrics, out = ft.evaluator.evaluate(model.to(run.device), ft.test_loader, progress=not args.no_progress,
-                                         desc="test")
+    metrics, out = evaluator.evaluate(model.to(run.device), test_loader, progress=not args.no_progress, desc="test")
     rule = ("instance_miou (restricted), held-out val" if args.select_best_on == "val"
             else "instance_miou (unrestricted, as the original), test")
     run.logger.info(f"Kept checkpoint: epoch {run.best_epoch} (best {rule}: {100 * run.best_metric:.2f}), "
@@ -453,7 +496,7 @@ def final_evaluation(run: Run, ft: FineTuning, test_at_init: dict | None) -> dic
     if test_at_init is not None:
         results["test_at_init"] = test_at_init
     if args.plot:
-        results["plot"] = plot_examples(ft.test_set, out, run.run_dir / PLOT_FILE, args.plot_shapes,
+        results["plot"] = plot_examples(test_set, out, run.run_dir / PLOT_FILE, args.plot_shapes,
                                         f"{args.exp_name}, epoch {run.best_epoch}: test shapes")
     atomic_write_text(run.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
     run.logger.log(flat_metrics(metrics, "final_test"), step=args.epochs * run.steps_per_epoch)

@@ -90,10 +90,11 @@ from util.training import (
     resume_exactness_note,
     seed_everything,
     set_rng_state,
-    train_one_epoch,
 )
 
 import gloo_spawn  # tests/gloo_spawn.py
+from epoch_loop import train_one_epoch  # tests/epoch_loop.py
+import epoch_loop
 
 # One intra-op thread: on the shared 2-core machine two threads spin against each other.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -315,7 +316,7 @@ def _pr_crosspoint_grads(point_encoder: nn.Module, image_encoder: nn.Module, bat
     import models.dgcnn as dgcnn
 
     point_encoder, image_encoder = copy.deepcopy(point_encoder), copy.deepcopy(image_encoder)
-    step = train_crossmodal.CrossPointStep(train_crossmodal.ProjectedEncoder(point_encoder),
+    step = epoch_loop.crosspoint_step(train_crossmodal.ProjectedEncoder(point_encoder),
                                            train_crossmodal.ProjectedEncoder(image_encoder), torch.device("cpu"),
                                            amp, temperature=0.1, gather_negatives=False, channels_last=False)
     real_knn, recorded = dgcnn.knn, iter(list(graphs or []))
@@ -728,7 +729,7 @@ def _ec_step_models():
 
 def _ec_step(rank: int, world_size: int, sync: bool) -> dict:
     """One CrossPoint step (loss + DDP-averaged gradients) on this rank's slice of the global batch."""
-    from train_crossmodal import CrossPointStep, ProjectedEncoder
+    from train_crossmodal import ProjectedEncoder
     from util import distributed
 
     point, image = _ec_step_models()
@@ -738,7 +739,7 @@ def _ec_step(rank: int, world_size: int, sync: bool) -> dict:
     image_net = distributed.wrap_ddp(ProjectedEncoder(image), torch.device("cpu"))
     per_rank = _ec_step_inputs()[0].shape[0] // world_size
     batch = [t[rank * per_rank : (rank + 1) * per_rank] for t in _ec_step_inputs()]
-    step = CrossPointStep(point_net, image_net, torch.device("cpu"), "none", 0.1, world_size > 1, False)
+    step = epoch_loop.crosspoint_step(point_net, image_net, torch.device("cpu"), "none", 0.1, world_size > 1, False)
     loss, _ = step(batch)
     loss.backward()
     grads = {f"point.{k}": p.grad for k, p in point.named_parameters() if p.grad is not None}
@@ -951,7 +952,7 @@ def test_hostsync_crosspoint_step(_hs_counter):
     image = build_image_encoder("resnet18")
     params = [*point.parameters(), *image.parameters()]
     opt = torch.optim.Adam(params, lr=1e-3)
-    step = train_crossmodal.CrossPointStep(train_crossmodal.ProjectedEncoder(point),
+    step = epoch_loop.crosspoint_step(train_crossmodal.ProjectedEncoder(point),
                                            train_crossmodal.ProjectedEncoder(image), torch.device("cpu"), "none",
                                            0.1, gather_negatives=False, channels_last=False)
     batches = [(torch.randn(4, 32, 3), torch.randn(4, 32, 3), torch.randn(4, 3, 32, 32)) for _ in range(6)]
@@ -1039,7 +1040,7 @@ def _hs_ddp_step(device: torch.device, points: int, size: int) -> tuple[Any, tor
     point = nn.Sequential(nn.Flatten(), nn.Linear(3 * points, 8))  # (2B, 3, N) -> (2B, 8)
     image = nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, 8))  # (B, 3, S, S) -> (B, 8)
     opt = torch.optim.SGD([*point.parameters(), *image.parameters()], lr=0.1)
-    step = train_crossmodal.CrossPointStep(distributed.wrap_ddp(point, device), distributed.wrap_ddp(image, device),
+    step = epoch_loop.crosspoint_step(distributed.wrap_ddp(point, device), distributed.wrap_ddp(image, device),
                                            device, "none", 0.1, gather_negatives=True, channels_last=False)
     return step, opt
 

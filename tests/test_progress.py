@@ -13,7 +13,7 @@ import util.progress as progress_mod
 from datasets.parallel import Runner
 from util.evaluation import extract_features
 from util.progress import LineProgress, progress_bar
-from util.training import train_one_epoch
+from epoch_loop import train_one_epoch  # tests/epoch_loop.py
 
 
 class Terminal(io.StringIO):

@@ -286,19 +286,17 @@ def test_too_few_samples_for_a_batch_is_one_line_and_leaves_no_run_directory(tin
 
 
 def test_a_failure_before_the_first_checkpoint_removes_the_new_run_directory(tiny_data_root, tmp_path, monkeypatch):
-    import util.run
-
     def broken(*args, **kwargs):
         raise KeyError("train/loss")
 
-    monkeypatch.setattr(util.run, "train_one_epoch", broken)
+    monkeypatch.setattr(train_crossmodal, "train_one_epoch", broken)
     with pytest.raises(KeyError):
         train_crossmodal.main(_argv(tiny_data_root, tmp_path, "early", "--epochs", "2"))
     assert not (tmp_path / "early").exists()
     monkeypatch.undo()
     # After its first checkpoint a failing run keeps its directory (--resume continues it).
     train_crossmodal.main(_argv(tiny_data_root, tmp_path, "late", "--epochs", "1"))
-    monkeypatch.setattr(util.run, "train_one_epoch", broken)
+    monkeypatch.setattr(train_crossmodal, "train_one_epoch", broken)
     with pytest.raises(KeyError), pytest.warns(UserWarning, match=r"'epochs': \(1, 2\)"):
         train_crossmodal.main(_argv(tiny_data_root, tmp_path, "late", "--epochs", "2", "--resume", "auto"))
     assert (tmp_path / "late" / "checkpoints" / "training_state_last.pt").is_file()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
+import math
 import os
 
 import numpy as np
@@ -16,8 +18,9 @@ from datasets.shapenet_part import PART_OFFSETS, PARTS_PER_CATEGORY
 from models.dgcnn import DGCNNPartSeg
 from models.losses import smoothed_cross_entropy
 from util.checkpoint import read_weights_meta, save_weights
-from util.partseg import PartSegEvaluator, PartSegStep
+from util.partseg import PartSegEvaluator
 from util.presets import PARTSEG_K, PUBLISHED_EMB_DIMS
+from util.training import EpochMeter
 
 KEYS_FILE = os.path.join(os.path.dirname(__file__), "data", "official_state_dict_keys.json")
 # Tiny settings; the optimisation hyperparameters are the published ones.
@@ -136,10 +139,11 @@ def test_step_and_predict_in_float64():
     part_ids = offsets[:, None] + torch.randint(0, 2, (3, 32))  # (B, N) global ids
     batch = (torch.randn(3, 32, 3), category, part_ids)
     loss_fn = functools.partial(smoothed_cross_entropy, eps=0.2)
-    step = PartSegStep(model, torch.device("cpu"), "none", 0, loss_fn, torch.float64)
-    loss, stats = step(batch)
-    assert loss.dtype == torch.float64 and 0 <= float(stats["acc"]) <= 1
-    loss.backward()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # the script's epoch loop; lr 0 keeps the weights
+    args = argparse.Namespace(amp="none", label_smoothing=0.2, grad_clip=None)
+    meter = EpochMeter([batch], 0, opt, torch.device("cpu"), progress=False)
+    stats = train_partseg.train_one_epoch(model, [batch], opt, None, meter, args, 0, torch.float64)
+    assert math.isfinite(stats["loss"]) and 0 <= stats["acc"] <= 1 and stats["steps"] == 1
     trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert trained and all(p.grad is not None and torch.isfinite(p.grad).all() for _, p in trained)
     out = PartSegEvaluator(torch.device("cpu"), "none", 0, loss_fn).predict(model, [batch])

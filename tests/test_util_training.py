@@ -26,10 +26,10 @@ from util.training import (
     seed_everything,
     set_rng_state,
     stratified_split,
-    train_one_epoch,
 )
 
 import gloo_spawn  # tests/gloo_spawn.py
+from epoch_loop import train_one_epoch  # tests/epoch_loop.py
 
 
 def test_autocast_runs_on_cpu():

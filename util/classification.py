@@ -20,7 +20,7 @@ from util.plotting import confusion_matrix
 from util.progress import progress_bar
 from util.training import autocast_context
 
-__all__ = ["ClsStep", "ClsEvaluator", "classification_metrics", "describe"]
+__all__ = ["ClsEvaluator", "to_model_input", "classification_metrics", "describe"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -30,26 +30,6 @@ def to_model_input(points: torch.Tensor, labels: Any, device: torch.device) -> t
     x = points.to(device, non_blocking=True).transpose(1, 2).contiguous()  # (B, 3, N)
     y = torch.as_tensor(labels).to(device, non_blocking=True).reshape(-1).long()  # (B,)
     return x, y
-
-
-class ClsStep:
-    """One fine-tuning forward pass: ``batch -> (loss, {"acc"})`` for ``util.training.train_one_epoch``.
-
-    Args:
-        model: classifier (possibly DDP-wrapped): (B, 3, N) -> (B, C).
-        device, amp: where and in which precision the forward runs.
-        loss_fn: ``(logits (B, C), labels (B,)) -> scalar``.
-    """
-
-    def __init__(self, model: nn.Module, device: torch.device, amp: str, loss_fn: LossFn) -> None:
-        self.model, self.device, self.amp, self.loss_fn = model, device, amp, loss_fn
-
-    def __call__(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        x, y = to_model_input(batch[0], batch[1], self.device)
-        with autocast_context(self.device, self.amp):
-            logits = self.model(x)  # (B, C)
-        loss = self.loss_fn(logits, y)
-        return loss, {"acc": (logits.detach().argmax(dim=1) == y).float().mean()}
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int,

@@ -25,7 +25,7 @@ from util.metrics import restrict_logits, segmentation_metrics
 from util.progress import progress_bar
 from util.training import autocast_context
 
-__all__ = ["METRIC_NOTE", "PartSegEvaluator", "PartSegStep", "category_one_hot", "model_input", "describe_metrics",
+__all__ = ["METRIC_NOTE", "PartSegEvaluator", "category_one_hot", "model_input", "describe_metrics",
            "flat_metrics", "plot_examples"]
 
 METRIC_NOTE = ("restricted: argmax over the parts of each shape's category (headline numbers); "
@@ -46,38 +46,6 @@ def model_input(points: torch.Tensor, category: torch.Tensor, device: torch.devi
     ``x (B, 3, N)`` of ``dtype`` and the category one-hot ``(B, 16)``."""
     x = points.to(device, dtype=dtype, non_blocking=True).transpose(1, 2).contiguous()  # (B, 3, N)
     return x, category_one_hot(category.to(device), NUM_CATEGORIES, dtype)  # (B, 16)
-
-
-class PartSegStep:
-    """One fine-tuning forward pass: ``batch -> (loss, {"acc"})`` for ``util.training.train_one_epoch``.
-
-    Args:
-        model: DGCNNPartSeg (possibly DDP-wrapped): (B, 3, N), (B, 16) -> (B, P, N).
-        device: training device.
-        amp: "none" | "bf16" | "fp16".
-        seg_start_index: subtracted from the global part ids (the chosen category's first part
-            with --class_choice, else 0), as in the original.
-        loss_fn: ``(logits (B, P, N), target (B, N)) -> scalar`` (the scripts pass the label-smoothed
-            cross-entropy of the original, ``models.losses.smoothed_cross_entropy``).
-        dtype: dtype of the points fed to the model (the model's parameter dtype).
-    """
-
-    def __init__(self, model: nn.Module, device: torch.device, amp: str, seg_start_index: int, loss_fn: LossFn,
-                 dtype: torch.dtype = torch.float32) -> None:
-        self.model, self.device, self.amp = model, device, amp
-        self.seg_start_index, self.loss_fn, self.dtype = seg_start_index, loss_fn, dtype
-
-    def __call__(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        points, category, part_ids = batch  # (B, N, 3), (B,), (B, N)
-        x, one_hot = model_input(points, category, self.device, self.dtype)  # (B, 3, N), (B, 16)
-        target = part_ids.to(self.device, non_blocking=True) - self.seg_start_index  # (B, N)
-        with autocast_context(self.device, self.amp):
-            logits = self.model(x, one_hot)  # (B, P, N)
-        loss = self.loss_fn(logits, target)
-        # Differs from the original: training logs loss and per-point accuracy, not the training-set mIoU.
-        acc = (logits.detach().argmax(dim=1) == target).float().mean()
-        return loss, {"acc": acc}
-
 
 
 class PartSegEvaluator:

@@ -69,6 +69,7 @@ from util.fileio import (DirLock, DiskFullError, LockHeldError, atomic_write_tex
 from util.logger import LOG_FILES, Logger, wandb_login_problem
 from util.training import (
     TRAINING_STATE_NAME,
+    EpochMeter,
     NonFiniteLossError,
     configure_backends,
     get_rng_state,
@@ -80,12 +81,12 @@ from util.training import (
     save_training_state,
     seed_everything,
     set_rng_state,
-    train_one_epoch,
 )
 
 __all__ = ["Run", "StopRequested", "PREEMPTED_EXIT", "RUN_LOCK_NAME", "FINISHED_NAME", "add_run_arguments",
            "check_args", "check_batch", "check_points_for_k",
-           "resolve_resume_path", "run_training", "AT_LEAST_0", "AT_LEAST_1", "AT_LEAST_2", "POSITIVE",
+           "resolve_resume_path", "open_process", "write_eval_results", "is_better", "every_n_epochs",
+           "epoch_means", "AT_LEAST_0", "AT_LEAST_1", "AT_LEAST_2", "POSITIVE",
            "NON_NEGATIVE", "FRACTION", "PROBABILITY"]
 
 
@@ -428,9 +429,9 @@ class Run:
         self.steps_per_epoch = min(len(loader), self.args.max_steps_per_epoch or len(loader))
         return loader
 
-    def start(self, models: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer, scheduler: Any,
-              scaler: torch.amp.GradScaler | None, config_extra: Mapping[str, Any],
-              model_settings: Sequence[str]) -> None:
+    def start_or_resume(self, models: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer, scheduler: Any,
+                        scaler: torch.amp.GradScaler | None, config_extra: Mapping[str, Any],
+                        model_settings: Sequence[str]) -> None:
         """Write config.json and open the logs, or restore the training state with ``--resume``.
 
         Args:
@@ -567,7 +568,7 @@ class Run:
 
     # -- the epoch loop -----------------------------------------------------------------------
 
-    def epochs(self) -> Iterator[int]:
+    def remaining_epochs(self) -> Iterator[int]:
         """The epochs this invocation trains (``--stop_after`` limits them).
 
         Raises StopRequested before an epoch when a stop signal reached some rank (all ranks agree: one
@@ -599,40 +600,26 @@ class Run:
         """All ``--epochs`` are done (history has the last epoch)."""
         return bool(self.history) and self.history[-1]["epoch"] + 1 >= self.args.epochs
 
-    def train_epoch(self, step_fn: Callable, loader: DataLoader, epoch: int) -> dict[str, float]:
-        """One epoch of ``util.training.train_one_epoch`` with this run's optimizer, scaler and flags (this
-        process's means; :meth:`epoch_record` averages them over ranks). Starts the epoch's clock
-        (``time_s`` in :meth:`end_epoch`)."""
+    def epoch_meter(self, loader: DataLoader, epoch: int) -> EpochMeter:
+        """The :class:`util.training.EpochMeter` of ``epoch`` with this run's optimizer, logger and flags; starts the
+        epoch's clock (``time_s`` in :meth:`log_epoch`). Leaving its block after a stop signal raises
+        :class:`StopRequested` on every rank."""
         args = self.args
         self._epoch_start = time.perf_counter()
-        stats = train_one_epoch(
-            step_fn, loader, self.optimizer, self.device, epoch, self.logger if self.is_main else None,
-            scaler=self.scaler, max_steps=args.max_steps_per_epoch, log_every=args.print_freq,
-            progress=self.is_main and not args.no_progress, grad_clip_norm=args.grad_clip,
-            world_size=self.info.world_size, desc=f"epoch {epoch}/{args.epochs}",
-            should_stop=lambda: self._stop_signal is not None,
-        )
-        if stats.pop("stopped"):
-            if self.info.world_size > 1:
-                self._stop_agreed()  # every rank learns the signal's name (once, at the stop)
-            raise StopRequested(self._signal_name(), epoch, int(stats["steps"]))
-        return stats
+        return _RunEpochMeter(self, loader, epoch, self.optimizer, self.device, self.logger if self.is_main else None,
+                              max_steps=args.max_steps_per_epoch, log_every=args.print_freq,
+                              progress=self.is_main and not args.no_progress, world_size=self.info.world_size,
+                              desc=f"epoch {epoch}/{args.epochs}", should_stop=lambda: self._stop_signal is not None)
 
-    def epoch_record(self, epoch: int, stats: Mapping[str, float], prefix: str = "") -> dict[str, Any]:
-        """The epoch's record from :meth:`train_epoch`'s stats: ``epoch``, the loss and step metrics averaged
-        over ranks (named ``prefix + name``), ``lr`` and ``samples_per_s``."""
-        means = distributed.all_reduce_mean({k: v for k, v in stats.items() if k not in _EPOCH_BOOKKEEPING},
-                                            device=self.device)
-        return {"epoch": epoch, **{prefix + k: v for k, v in means.items()}, "lr": stats["lr"],
-                "samples_per_s": stats["samples_per_s"]}
+    def stop_after_step(self, epoch: int, steps: int) -> None:
+        """Raise :class:`StopRequested` (every rank learns the signal's name first)."""
+        if self.info.world_size > 1:
+            self._stop_agreed()
+        raise StopRequested(self._signal_name(), epoch, steps)
 
-    def due(self, epoch: int, every: int) -> bool:
-        """Whether something done every ``every`` epochs (an evaluation, a probe) runs after ``epoch``: each
-        ``every``-th epoch and the last one."""
-        return (epoch + 1) % every == 0 or epoch + 1 == self.args.epochs
-
-    def select(self, epoch: int, metric: float | None, ties_replace: bool, best_if_unmeasured: bool = False) -> bool:
-        """Decide whether ``epoch`` is the best so far; the same answer on every rank.
+    def update_best(self, epoch: int, metric: float | None, ties_replace: bool,
+                    best_if_unmeasured: bool = False) -> bool:
+        """Decide whether ``epoch`` is the best so far (:func:`is_better`); the same answer on every rank.
 
         Args:
             epoch: the finished epoch.
@@ -643,10 +630,7 @@ class Run:
         Returns:
             True when the epoch is the new best (``best_metric`` / ``best_epoch`` are updated).
         """
-        if metric is None:
-            is_best = best_if_unmeasured
-        else:
-            is_best = metric >= self.best_metric if ties_replace else metric > self.best_metric
+        is_best = best_if_unmeasured if metric is None else is_better(metric, self.best_metric, ties_replace)
         best_metric, best_epoch = self.best_metric, self.best_epoch
         if is_best:
             best_metric = best_metric if metric is None else float(metric)
@@ -656,27 +640,30 @@ class Run:
             (bool(is_best), best_metric, best_epoch))
         return is_best
 
-    def end_epoch(self, epoch: int, record: dict[str, Any], is_best: bool,
-                  weights: Mapping[str, tuple[nn.Module, WeightsMeta]], line: str) -> None:
-        """Record the epoch, log it, and write its checkpoints (rank 0; every rank contributes its RNG state).
-
-        Args:
-            epoch: the finished epoch (0-based).
-            record: its numbers (``epoch`` included); ``time_s`` (since :meth:`train_epoch` started) is added,
-                and it is appended to the history and to metrics.jsonl.
-            is_best: what :meth:`select` returned for this epoch.
-            weights: name -> (module, sidecar); written as ``<name>_last.pth``, ``<name>_best.pth`` when
-                best, ``<name>_epoch<E>.pth`` per ``--save_every``.
-            line: the epoch's log line ("[best]" is appended).
-        """
+    def log_epoch(self, record: dict[str, Any], line: str, is_best: bool) -> None:
+        """Append the finished epoch's ``record`` (with ``time_s`` since :meth:`epoch_meter`) to the history and,
+        on the main rank, to metrics.jsonl; log ``line`` (with "[best]"). Call it before :meth:`save_checkpoint`:
+        the training state then records log sizes that include this epoch, and a kill in between is undone on
+        resume (the logs are cut back to the previous checkpoint)."""
         record["time_s"] = time.perf_counter() - self._epoch_start
         self.history.append(record)
+        if self.is_main:
+            self.logger.log({f"epoch/{k}": v for k, v in record.items()},
+                            step=(record["epoch"] + 1) * self.steps_per_epoch)
+            self.logger.info(line + (" [best]" if is_best else ""))
+
+    def save_checkpoint(self, epoch: int, is_best: bool, weights: Mapping[str, tuple[nn.Module, WeightsMeta]]) -> None:
+        """Write the finished epoch's weights and then the training state (main rank; every rank contributes its
+        RNG state, so call it on every rank).
+
+        Args:
+            epoch: the finished epoch (0-based), already passed to :meth:`log_epoch`.
+            is_best: what :meth:`update_best` returned for this epoch.
+            weights: name -> (module, sidecar); written as ``<name>_last.pth``, ``<name>_best.pth`` when
+                best, ``<name>_epoch<E>.pth`` per ``--save_every``.
+        """
         rng_states = distributed.all_gather_object(get_rng_state(self.generators))
         if self.is_main:
-            # Logged before the checkpoint: the state then records log sizes that include this epoch, and a
-            # kill in between is undone on resume (the logs are cut back to the previous checkpoint).
-            self.logger.log({f"epoch/{k}": v for k, v in record.items()}, step=(epoch + 1) * self.steps_per_epoch)
-            self.logger.info(line + (" [best]" if is_best else ""))
             tags = ["last"] + (["best"] if is_best else [])
             if self.args.save_every and epoch % self.args.save_every == 0:
                 tags.append(f"epoch{epoch}")
@@ -693,24 +680,45 @@ class Run:
             )
         distributed.barrier()
 
-    @contextlib.contextmanager
-    def guard(self) -> Iterator[None]:
-        """Turn a non-finite loss or a full disk into one clear message (logged) and a non-zero exit."""
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        """A clean end writes ``finished.json`` when all --epochs are done and closes the run (log sizes, lock). A
+        non-finite loss, a full disk or a stop signal become one clear message and an exit status (75 after a
+        stop). A run that failed before its first checkpoint leaves no directory behind; a stop (SIGTERM, Ctrl-C)
+        keeps what was written, as a kill would."""
         try:
-            yield
-        except NonFiniteLossError as err:
+            if exc is None:
+                self.mark_finished()
+                self.close()
+                return
+            self._explain(exc)
+        except BaseException as err:
+            stopped = isinstance(err, KeyboardInterrupt) or (
+                isinstance(err, SystemExit) and err.code in (0, None, PREEMPTED_EXIT))
+            if not stopped:
+                self.discard_unstarted()
+            raise
+        finally:
+            self.release()
+
+    def _explain(self, exc: BaseException) -> None:
+        """Turn a non-finite loss, a full disk or a stop into one clear message (logged) and SystemExit."""
+        if isinstance(exc, NonFiniteLossError):
             last_good = self.ckpt_dir / TRAINING_STATE_NAME
             where = (f"The last good checkpoint is {last_good} (epoch {self.history[-1]['epoch']}); resume from "
                      f"it with --resume {self.run_dir} after fixing the cause." if self.history and last_good.is_file()
                      else "No checkpoint had been written yet.")
-            self._fail(f"ERROR: training stopped: {err}\nNo weights were written for the failing epoch. {where}", err)
-        except DiskFullError as err:
+            self._fail(f"ERROR: training stopped: {exc}\nNo weights were written for the failing epoch. {where}", exc)
+        elif isinstance(exc, DiskFullError):
             state = self.ckpt_dir / TRAINING_STATE_NAME
             kept = (f"The last complete training state, {state}, is intact; continue with --resume {self.run_dir} "
                     "once there is space." if state.is_file() else "No training state had been written yet.")
-            self._fail(f"ERROR: training stopped: {err}\n{kept}", err)
-        except StopRequested as err:
-            self._stopped(err)
+            self._fail(f"ERROR: training stopped: {exc}\n{kept}", exc)
+        elif isinstance(exc, StopRequested):
+            self._stopped(exc)
+        raise exc
 
     def _stopped(self, err: StopRequested) -> None:
         """Log where the run stopped and what continues it; exit with PREEMPTED_EXIT on every rank."""
@@ -779,53 +787,77 @@ class Run:
             atomic_write_text(self.run_dir / FINISHED_NAME,
                               json.dumps({"epochs": self.args.epochs, "finished_at": time.time()}) + "\n")
 
+    def nothing_to_do(self) -> dict[str, Any]:
+        """For a run that already finished (``--resume auto`` after the end): say so; the results to return."""
+        if self.is_main:
+            print(f"{self.prog}: {self.run_dir} already finished its {self.args.epochs} epochs ({FINISHED_NAME}); "
+                  "nothing to do.", flush=True)
+        return {"run_dir": str(self.run_dir), "already_finished": True}
+
     def summary(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "history": self.history, "best_metric": self.best_metric,
                 "best_epoch": self.best_epoch}
 
 
-def run_training(prog: str, args: argparse.Namespace, validate: Callable[[argparse.Namespace, int], None],
-                 default_name: str, setup: Callable[[Run], Any], train: Callable[[Run, Any], dict[str, Any]],
-                 evaluate_only: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
-    """A training script's ``main`` after parsing: validate, set up the device and DDP, run, clean up.
+@contextlib.contextmanager
+def open_process(prog: str, args: argparse.Namespace,
+                 validate: Callable[[argparse.Namespace, int], None]) -> Iterator[tuple[distributed.DistInfo, torch.device]]:
+    """A training script's process: check the flags (``validate(args, world_size)``, before anything is written),
+    pick the device, join the DDP job when started by torchrun; yields ``(info, device)``. Input-file errors
+    become one line naming the file (util.fileio.user_errors); the process group is destroyed at the end.
 
-    Args:
-        prog: the script name for messages.
-        args: the parsed flags.
-        validate: ``(args, world_size)``, raising SystemExit on a bad flag (before anything is written).
-        default_name: run name without ``--exp_name``.
-        setup: ``run -> parts`` (builds everything and calls ``run.start``).
-        train: ``(run, parts) -> results`` (the epoch loop and final evaluation; results on the main rank).
-        evaluate_only: ``(args, device, run_dir) -> results``, called instead with ``--eval`` on the main rank
-            (the other ranks wait); ``run_dir`` is ``<output_dir>/<exp_name or default_name_eval>``, where the
-            results are written as ``results_eval.json``.
-    Returns:
-        ``train``'s results, the same on every rank.
+    Run the training in a function called inside the block, so its models (and their DDP wrappers) are freed
+    before the process group is destroyed.
     """
     env = distributed.distributed_env()
     validate(args, env.world_size)
     device = resolve_device(args.device, env.local_rank, env.world_size, prog)
     info = distributed.init_distributed(backend=distributed.backend_for(device))
-    run = None
     try:
-        with user_errors(prog), _discard_on_failure(lambda: run):
-            if evaluate_only is not None and getattr(args, "eval", False):
-                return _evaluate_only(evaluate_only, args, info, device, default_name)
-            run = Run(prog, args, info, device, default_name=default_name)
-            if run.already_finished:
-                if run.is_main:
-                    print(f"{prog}: {run.run_dir} already finished its {args.epochs} epochs ({FINISHED_NAME}); "
-                          "nothing to do.", flush=True)
-                return {"run_dir": str(run.run_dir), "already_finished": True}
-            with run.guard():
-                results = train(run, setup(run))
-                run.mark_finished()
-        run.close()
-        return distributed.broadcast_object(results)
+        with user_errors(prog):
+            yield info, device
     finally:
-        if run is not None:
-            run.release()
         distributed.cleanup()
+
+
+def write_eval_results(run_dir: Path, results: Mapping[str, Any]) -> None:
+    """``--eval``: write ``results_eval.json`` in ``run_dir`` (call on the main rank)."""
+    atomic_write_text(run_dir / "results_eval.json", json.dumps(results, indent=2) + "\n")
+
+
+def is_better(metric: float, best: float, ties_replace: bool) -> bool:
+    """Whether ``metric`` replaces the kept ``best`` (higher is better): ``>``, or ``>=`` when ``ties_replace``."""
+    return metric >= best if ties_replace else metric > best
+
+
+def every_n_epochs(epoch: int, n: int, epochs: int) -> bool:
+    """Whether something done every ``n`` epochs (an evaluation, a probe) runs after ``epoch`` (0-based): each
+    ``n``-th epoch and the last of ``epochs``."""
+    return (epoch + 1) % n == 0 or epoch + 1 == epochs
+
+
+def epoch_means(epoch: int, stats: Mapping[str, float], device: torch.device, prefix: str = "") -> dict[str, Any]:
+    """An epoch's record from its :class:`util.training.EpochMeter` stats: ``epoch``, the loss and step metrics
+    averaged over the DDP ranks (named ``prefix + name``; one all-reduce, call on every rank), ``lr`` and
+    ``samples_per_s``."""
+    means = distributed.all_reduce_mean({k: v for k, v in stats.items() if k not in _EPOCH_BOOKKEEPING},
+                                        device=device)
+    return {"epoch": epoch, **{prefix + k: v for k, v in means.items()}, "lr": stats["lr"],
+            "samples_per_s": stats["samples_per_s"]}
+
+
+class _RunEpochMeter(EpochMeter):
+    """An EpochMeter whose block raises :class:`StopRequested` (after its stats are filled) when a stop signal
+    ended the epoch early."""
+
+    def __init__(self, run: Run, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.run = run
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        super().__exit__(exc_type, exc, tb)
+        if exc is None and self.stop:
+            self.run.stop_after_step(self.epoch, int(self.stats["steps"]))
 
 
 def _first_missing(path: Path) -> Path | None:
@@ -836,34 +868,6 @@ def _first_missing(path: Path) -> Path | None:
     while not top.parent.exists() and top.parent != top:
         top = top.parent
     return top
-
-
-@contextlib.contextmanager
-def _discard_on_failure(get_run: Callable[[], Run | None]) -> Iterator[None]:
-    """On a failure, let the run delete what it created before its first checkpoint. A stop is not a failure: a
-    preemption (SIGTERM, status 75) or an interrupt (Ctrl-C) keeps what was written, as a kill would."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        raise
-    except BaseException as err:
-        run = get_run()
-        preempted = isinstance(err, SystemExit) and err.code == PREEMPTED_EXIT
-        if run is not None and not preempted and not (isinstance(err, SystemExit) and err.code in (0, None)):
-            run.discard_unstarted()
-        raise
-
-
-def _evaluate_only(evaluate_only: Callable[..., dict[str, Any]], args: argparse.Namespace,
-                   info: distributed.DistInfo, device: torch.device, default_name: str) -> dict[str, Any]:
-    """``--eval``: the main rank evaluates and writes ``results_eval.json``; returns its results ({} elsewhere)."""
-    results: dict[str, Any] = {}
-    if info.is_main:
-        run_dir = Path(args.output_dir) / (args.exp_name or f"{default_name}_eval")
-        results = evaluate_only(args, device, run_dir)
-        atomic_write_text(run_dir / "results_eval.json", json.dumps(results, indent=2) + "\n")
-    distributed.barrier()
-    return results
 
 
 def _first_line(err: BaseException) -> str:

@@ -1,13 +1,9 @@
-"""Generic training infrastructure: devices, AMP, seeding and RNG state, the epoch loop, resume state.
+"""Generic training infrastructure: devices, AMP, seeding and RNG state, the epoch's bookkeeping, resume state.
 
-Nothing here knows about a particular model or dataset. The epoch loop takes a *step function*::
-
-    def step_fn(batch) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
-        ...move batch to the device, forward under autocast_context(...)...
-        return loss, {"imid": imid, "cmid": cmid}
-
-and does zero_grad / backward / (GradScaler) / optimizer.step, the non-finite-loss guard, the progress
-display (util.progress), throughput, periodic logging and the epoch means. Callers put their models in train mode.
+Nothing here knows about a particular model or dataset. Each training script writes its own epoch loop
+(forward, loss, backward, optimizer step) inside an :class:`EpochMeter`, which keeps the loss and metrics on the
+device, reads them at sync points only (the non-finite-loss guard, the stop agreement under DDP), and does the
+progress display (util.progress), throughput, periodic logging and the epoch means.
 """
 
 from __future__ import annotations
@@ -33,6 +29,7 @@ from util.progress import progress_bar
 
 __all__ = [
     "AMP_MODES",
+    "EpochMeter",
     "NonFiniteLossError",
     "autocast_context",
     "configure_backends",
@@ -50,11 +47,9 @@ __all__ = [
     "seed_worker",
     "set_rng_state",
     "stratified_split",
-    "train_one_epoch",
 ]
 
 AMP_MODES = ("none", "bf16", "fp16")
-StepFn = Callable[[Any], "tuple[torch.Tensor, Mapping[str, float | torch.Tensor]]"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -320,20 +315,6 @@ def set_rng_state(
 # ----------------------------------------------------------------------------------------------
 
 
-def _batch_size(batch: Any) -> int:
-    """Size of dim 0 of the first tensor found in ``batch`` (tensor, or nested list/tuple/dict)."""
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0])
-    if isinstance(batch, Mapping):
-        batch = list(batch.values())
-    if isinstance(batch, (list, tuple)):
-        for item in batch:
-            n = _batch_size(item)
-            if n > 0:
-                return n
-    return 0
-
-
 class _StepStats:
     """An epoch's loss and step metrics, kept on the training device and read on the host at sync points only.
 
@@ -439,103 +420,102 @@ class _StepLog:
         self.start, self.samples = now, 0
 
 
-def _optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
-                    params: list[torch.Tensor], grad_clip_norm: float | None) -> None:
-    """Backward of the scalar ``loss`` (through ``scaler`` when given), optional clipping, optimizer step."""
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        if grad_clip_norm is not None:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(params, grad_clip_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        return
-    loss.backward()
-    if grad_clip_norm is not None:
-        nn.utils.clip_grad_norm_(params, grad_clip_norm)
-    optimizer.step()
+class EpochMeter:
+    """The bookkeeping of one training epoch, around a loop that the training script writes itself::
 
+        with EpochMeter(loader, epoch, optimizer, device, ...) as meter:
+            for step, batch in enumerate(loader):
+                if step == meter.n_steps:
+                    break
+                loss, parts = ...forward...
+                meter.update(step, loss, parts, batch_size)   # before the update, as a NaN must not be applied
+                ...zero_grad, backward, optimizer step...
+                if meter.stop:
+                    break
+        stats = meter.stats
 
-def train_one_epoch(step_fn: StepFn, loader: Iterable[Any], optimizer: torch.optim.Optimizer, device: torch.device,
-                    epoch: int, logger: Any = None, scaler: torch.amp.GradScaler | None = None,
-                    max_steps: int | None = None, log_every: int = 50, progress: bool = True,
-                    grad_clip_norm: float | None = None, world_size: int = 1, desc: str | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
-    """Run one training epoch.
-
-    For every batch: ``optimizer.zero_grad``, ``loss, metrics = step_fn(batch)``, backward (through ``scaler``),
-    optional gradient-norm clipping, ``optimizer.step``. The loss and metrics stay on the device; the host reads
-    them (one transfer; under DDP one all-reduce, so all ranks stop together) after the forward pass of every
-    ``log_every``-th step and of the last one: a non-finite loss is found up to ``log_every`` steps late.
+    The loss and metrics stay on the device: :meth:`update` adds them to running sums without a host sync, and
+    reads them (one transfer; under DDP one all-reduce, so every rank takes the same decision) only at every
+    ``log_every``-th step and the last one. A non-finite value found there raises :class:`NonFiniteLossError`
+    (up to ``log_every`` steps late). A stop request (``should_stop``, e.g. a SIGTERM) is agreed at the same
+    sync points under DDP and after every step in one process; the loop then breaks after that step's update.
+    Entering sets the epoch on a ``DistributedSampler``; leaving closes the progress display, reads what was not
+    read yet and fills :attr:`stats`.
 
     Args:
-        step_fn: ``batch -> (loss scalar tensor, {name: float or 0-d tensor})`` with the same names at every
-            step; runs the forward pass (including autocast) and moves the batch to the device.
-        loader, optimizer: an iterable of batches (usually a DataLoader) and the optimizer.
-        device: the training device (where the running sums live; CUDA is synchronised for timings).
-        epoch: epoch index (0-based), used for ``set_epoch``, messages and the global step.
-        logger: object with ``.log(metrics, step)`` (e.g. ``util.logger.Logger``) or None.
-        scaler: GradScaler for fp16 autocast, or None.
-        max_steps: stop after this many steps (quick runs); None = the whole loader.
-        log_every: sync, check the loss and log every this many steps; 0 = only at the epoch end.
-        progress: show a tqdm bar (pass False on non-main ranks); its running means change at sync points.
-        grad_clip_norm: clip the global gradient norm to this value; None = no clipping.
-        world_size: number of processes; ``samples_per_s`` is reported for the whole job.
-        desc: tqdm description (default ``"epoch {epoch}"``).
-        should_stop: a host-side flag (a SIGTERM arrived), asked after every step in one process and at the
-            sync points under DDP (in the same all-reduce), so every rank ends after the same step's update.
+        loader: the epoch's batches (usually a DataLoader).
+        epoch: epoch index (0-based), for ``set_epoch``, messages and the global step.
+        optimizer: its first param group's ``lr`` is logged and reported.
+        device: the training device (where the sums live; CUDA is synchronised for timings).
+        logger: object with ``.log(metrics, step)`` (``util.logger.Logger``) or None (non-main ranks).
+        max_steps: cap on the steps (quick runs); None = the whole loader.
+        log_every: sync, check and log every this many steps; 0 = only at the epoch end.
+        progress: show the progress display (False on non-main ranks).
+        world_size: number of processes; ``samples_per_s`` is job-wide.
+        desc: progress description (default ``"epoch {epoch}"``).
+        should_stop: a host-side flag asked as described above.
 
-    Returns:
-        This process's epoch means: ``loss`` and every metric from ``step_fn``, plus ``lr`` (of the first
-        param group), ``samples_per_s`` (job-wide), ``steps``, ``time_s`` and ``stopped`` (1.0 after a stop).
-
-    Raises:
-        NonFiniteLossError: the loss was NaN/inf on some rank (naming its step and the step that found it).
+    Attributes:
+        n_steps: the steps this epoch takes (None when the loader has no length and ``max_steps`` is None).
+        stop: whether the loop must break after this step's update.
+        stats: after the block, this process's epoch means: ``loss`` and every metric, plus ``lr``,
+            ``samples_per_s`` (job-wide), ``steps``, ``time_s`` and ``stopped`` (1.0 after a stop).
     """
-    n_steps = _epoch_length(loader, epoch, max_steps)
-    stats = _StepStats(device)
-    sums: dict[str, float] = {}
-    samples = steps = checked = 0  # checked: steps whose values the host has read
-    asked, stop = should_stop or (lambda: False), False
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    bar = progress_bar(total=n_steps, desc=desc or f"epoch {epoch}", enabled=progress)
-    start = time.perf_counter()
-    step_log = _StepLog(logger, optimizer, epoch, n_steps or 0, world_size)
-    try:
-        for step, batch in enumerate(loader):
-            if max_steps is not None and step >= max_steps:
-                break
-            optimizer.zero_grad(set_to_none=True)
-            loss, metrics = step_fn(batch)
-            stats.add(step, loss, metrics)
-            n = _batch_size(batch)
-            samples, step_log.samples = samples + n, step_log.samples + n
-            due = log_every > 0 and (step + 1) % log_every == 0
-            if due or step + 1 == n_steps:
-                # The sync point, before this step's update; a stop request is agreed in the same collective.
-                sums, last, stop = _read_checked(stats, epoch, step, asked())
-                checked = step + 1
-                bar.set_postfix({k: f"{v / checked:.4f}" for k, v in sums.items()}, refresh=False)
-                if due:
-                    step_log.log(step, last)
-            elif world_size == 1:
-                stop = asked()  # one process: nothing to agree on, no device read
-            _optimizer_step(loss, optimizer, scaler, params, grad_clip_norm)
-            steps += 1
-            bar.update(1)
-            if stop:
-                break
-        if checked < steps:  # the loader ended before the expected last step, has no length, or a stop
-            sums, _, _ = _read_checked(stats, epoch, steps)
-    finally:
-        bar.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elapsed = time.perf_counter() - start
-    out = {k: v / max(steps, 1) for k, v in sums.items()}
-    out.update(lr=float(optimizer.param_groups[0]["lr"]), samples_per_s=samples * world_size / max(elapsed, 1e-9),
-               steps=float(steps), time_s=elapsed, stopped=float(stop))
-    return out
+
+    def __init__(self, loader: Iterable[Any], epoch: int, optimizer: torch.optim.Optimizer, device: torch.device,
+                 logger: Any = None, max_steps: int | None = None, log_every: int = 50, progress: bool = True,
+                 world_size: int = 1, desc: str | None = None, should_stop: Callable[[], bool] | None = None) -> None:
+        self.epoch, self.optimizer, self.device, self.logger, self.log_every = epoch, optimizer, device, logger, log_every
+        self.world_size, self.asked = world_size, should_stop or (lambda: False)
+        self.n_steps = _epoch_length(loader, epoch, max_steps)
+        self._progress, self._desc = progress, desc or f"epoch {epoch}"
+        self.stop = False
+        self.stats: dict[str, float] = {}
+
+    def __enter__(self) -> EpochMeter:
+        self._sums_read: dict[str, float] = {}
+        self._values = _StepStats(self.device)
+        self._samples = self._steps = self._checked = 0  # checked: steps whose values the host has read
+        self._bar = progress_bar(total=self.n_steps, desc=self._desc, enabled=self._progress)
+        self._step_log = _StepLog(self.logger, self.optimizer, self.epoch, self.n_steps or 0, self.world_size)
+        self._start = time.perf_counter()
+        return self
+
+    def update(self, step: int, loss: torch.Tensor, metrics: Mapping[str, float | torch.Tensor],
+               batch_size: int) -> None:
+        """Record step ``step``'s ``loss`` (0-d tensor) and ``metrics`` (0-d tensors or floats, the same names at
+        every step) for ``batch_size`` samples; at a sync point read them (see the class). Call it before the
+        optimizer step."""
+        self._values.add(step, loss, metrics)
+        self._samples += batch_size
+        self._step_log.samples += batch_size
+        due = self.log_every > 0 and (step + 1) % self.log_every == 0
+        if due or step + 1 == self.n_steps:
+            # The sync point, before this step's update; a stop request is agreed in the same collective.
+            self._sums_read, last, self.stop = _read_checked(self._values, self.epoch, step, self.asked())
+            self._checked = step + 1
+            self._bar.set_postfix({k: f"{v / self._checked:.4f}" for k, v in self._sums_read.items()}, refresh=False)
+            if due:
+                self._step_log.log(step, last)
+        elif self.world_size == 1:
+            self.stop = self.asked()  # one process: nothing to agree on, no device read
+        self._steps += 1
+        self._bar.update(1)
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        try:
+            if exc is None and self._checked < self._steps:  # the loader ended early, has no length, or a stop
+                self._sums_read, _, _ = _read_checked(self._values, self.epoch, self._steps)
+        finally:
+            self._bar.close()
+        if exc is not None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - self._start
+        self.stats = {k: v / max(self._steps, 1) for k, v in self._sums_read.items()}
+        self.stats.update(lr=float(self.optimizer.param_groups[0]["lr"]), steps=float(self._steps), time_s=elapsed,
+                          samples_per_s=self._samples * self.world_size / max(elapsed, 1e-9), stopped=float(self.stop))
 
 
 # ----------------------------------------------------------------------------------------------
