@@ -27,7 +27,6 @@ import argparse
 import functools
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +37,12 @@ from torch.utils.data import Dataset, Subset
 from datasets.classification import (CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, VARIANT_HELP,
                                      AugmentedClassification, ClassificationData, check_variant)
 from datasets.synthetic import data_kind
-from models import CLS_HEAD_PREFIXES, DGCNN_K, build_classifier
+from models import DGCNN_K
 from models.losses import smoothed_cross_entropy
 from models.sync_bn import convert_sync_batchnorm
 from util import distributed
-from util.checkpoint import (CheckpointError, WeightsMeta, find_weights_file, load_point_encoder_file, load_pretrained,
-                             load_state_dict_file, load_with_new_head, resolve_settings, summarize_keys)
-from util.classification import ClsEvaluator, describe, to_model_input
-from util.encoders import infer_point_encoder
+from util.checkpoint import WeightsMeta, summarize_keys
+from metrics.classification import ClsEvaluator, describe, to_model_input
 from util.fileio import atomic_write_text
 from util.logger import Logger
 from util.presets import PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
@@ -53,6 +50,7 @@ from util.run import (AT_LEAST_1, FRACTION, NON_NEGATIVE, PROBABILITY, Run, add_
                       check_batch, check_points_for_k, epoch_means, every_n_epochs, open_process, write_eval_results)
 from util.training import (EpochMeter, autocast_context, eval_loader, make_grad_scaler, make_optimizer,
                            stratified_split)
+from util.weights import build_classifier_with_init, classifier_init, load_classifier
 
 PROG = "train_cls.py"
 PLOT_FILE = "confusion_test.png"
@@ -127,51 +125,6 @@ def validate(args: argparse.Namespace, world_size: int) -> None:
         check_batch(PROG, args.batch_size, world_size, "BatchNorm")
 
 
-def encoder_init(args: argparse.Namespace, is_main: bool) -> tuple[dict | None, str, str, dict[str, Any]]:
-    """(pretrained state dict or None, its source, model name, model args) from --pretrained_path and flags."""
-    sd, meta, source = None, None, "scratch"
-    if args.pretrained_path:
-        path = find_weights_file(args.pretrained_path)
-        (sd, meta), source = load_point_encoder_file(path), str(path)
-    shown = infer_point_encoder(sd) if sd is not None else {}
-    settings = resolve_settings(("model", "emb_dims"), {"model": args.model}, meta, shown,
-                                {"model": ("dgcnn", "default"), "emb_dims": (PUBLISHED_EMB_DIMS, "default")})
-    name, file_emb_dims = settings.values["model"], int(settings.values["emb_dims"])
-    if name not in ("dgcnn", "pointnet"):
-        raise CheckpointError(f"{source}: a {name!r} encoder cannot be fine-tuned for classification here; use a "
-                              "dgcnn or pointnet pretraining (train_crossmodal.py --model dgcnn).")
-    if args.emb_dims is not None and sd is not None and args.emb_dims != file_emb_dims:
-        raise SystemExit(f"{PROG}: --emb_dims {args.emb_dims} (flag or preset) but {source} has emb_dims "
-                         f"{file_emb_dims}; drop --emb_dims or pass the matching value.")
-    emb_dims = args.emb_dims if args.emb_dims is not None else file_emb_dims
-    k = args.k if args.k is not None else DGCNN_K
-    pre_k = meta.model_args.get("k") if meta is not None else None
-    if pre_k is not None and pre_k != k and is_main and name == "dgcnn":
-        warnings.warn(f"The pretrained encoder used k={pre_k}; fine-tuning uses k={k} (the DGCNN recipe's "
-                      f"{DGCNN_K} unless --k is given).", stacklevel=2)
-    return sd, source, name, {"k": k, "emb_dims": emb_dims, "dropout": args.dropout}
-
-
-def load_classifier(path: Path, k: int | None, dropout: float, edgeconv: str) -> tuple[nn.Module, str, dict]:
-    """Rebuild a fine-tuned classifier from its weights (+ sidecar) and load it strictly.
-
-    Returns (model on CPU, model name, model_args); num_classes and emb_dims come from the weights.
-    """
-    sd = load_state_dict_file(path)
-    if "linear3.weight" not in sd:
-        raise CheckpointError(f"{path}: no classification head (linear3.weight): it is an encoder. Fine-tune it "
-                              f"first: python {PROG} --pretrained_path {path}")
-    meta = WeightsMeta.read(path)
-    s = resolve_settings(("model", "k", "dropout", "emb_dims"), {"k": k}, meta, infer_point_encoder(sd),
-                         {"model": ("dgcnn", "default"), "k": (DGCNN_K, "default"), "dropout": (dropout, "--dropout")})
-    args = {"k": int(s.values["k"]), "emb_dims": int(s.values["emb_dims"]),
-            "num_classes": int(sd["linear3.weight"].shape[0]), "dropout": float(s.values["dropout"])}
-    model = build_classifier(s.values["model"], args["num_classes"], k=args["k"], emb_dims=args["emb_dims"],
-                             dropout=args["dropout"], edgeconv=edgeconv)
-    load_pretrained(model, sd)
-    return model, s.values["model"], args
-
-
 def splits(args: argparse.Namespace) -> tuple[Dataset, Dataset | None, Dataset]:
     """(train, held-out val or None, test): val is a stratified part of the training split (not augmented)."""
     data = ClassificationData(args.dataset, args.data_root, args.variant, args.num_points)
@@ -224,7 +177,7 @@ def evaluate_only(args: argparse.Namespace, device: torch.device) -> dict[str, A
     """--eval: the results of --model_path on the test split, written to
     ``<output_dir>/<exp_name or dgcnn_cls_eval>/results_eval.json``."""
     run_dir = Path(args.output_dir) / (args.exp_name or "dgcnn_cls_eval")
-    model, name, model_args = load_classifier(Path(args.model_path), args.k, args.dropout, args.edgeconv)
+    model, name, model_args = load_classifier(PROG, Path(args.model_path), args.k, args.dropout, args.edgeconv)
     test = ClassificationData(args.dataset, args.data_root, args.variant, args.num_points).load("test")
     loader = eval_loader(test, args.test_batch_size, device, args.num_workers)
     with Logger(run_dir, wandb_mode=args.wandb, config=vars(args), project=args.wandb_project) as logger:
@@ -239,11 +192,10 @@ def evaluate_only(args: argparse.Namespace, device: torch.device) -> dict[str, A
 def build_model_with_init(args: argparse.Namespace, run: Run, num_classes: int) -> tuple[nn.Module, str, dict, str]:
     """The classifier with its initial encoder weights (--pretrained_path or random), on the run's device.
     Returns (model, model name, model_args, the initial weights' description for the log)."""
-    sd, source, name, model_args = encoder_init(args, run.is_main)
+    sd, source, name, model_args = classifier_init(PROG, args.pretrained_path, args.model, args.k, args.emb_dims,
+                                                   args.dropout, warn=run.is_main)
     model_args["num_classes"] = num_classes
-    model = build_classifier(name, num_classes, k=model_args["k"], emb_dims=model_args["emb_dims"],
-                             dropout=model_args["dropout"], edgeconv=args.edgeconv)
-    new = load_with_new_head(model, sd, CLS_HEAD_PREFIXES, source) if sd is not None else None
+    model, new = build_classifier_with_init(name, num_classes, model_args, args.edgeconv, sd, source)
     note = f"initial weights {source}" + ("" if new is None else f"; new keys: {summarize_keys(new) or 'none'}")
     return model.to(run.device), name, model_args, note
 
@@ -341,7 +293,7 @@ def final_evaluation(args: argparse.Namespace, run: Run, cls_evaluator: ClsEvalu
     """Evaluate the kept checkpoint on test (rebuilt from its file, as --eval does); write results.json."""
     best = run.ckpt_dir / "classifier_best.pth"
     model_args = run.config["model_args"]
-    kept, _, _ = load_classifier(best, model_args["k"], args.dropout, args.edgeconv)
+    kept, _, _ = load_classifier(PROG, best, model_args["k"], args.dropout, args.edgeconv)
     metrics, out = cls_evaluator.evaluate(kept.to(run.device), test_loader, progress=not args.no_progress, desc="test")
     rule = "held-out val OA" if split == "val" else "test OA (the DGCNN reference's rule: selected on test)"
     run.logger.info(f"Kept checkpoint: epoch {run.best_epoch} ({rule} {100 * run.best_metric:.2f}), {best}")

@@ -12,7 +12,7 @@ scratch); exactly the segmentation head (conv7..conv11) must be new. ``--eval --
 The kept checkpoint is chosen on a seeded, per-category stratified ``--val_fraction`` of train+val (the
 model trains on the rest); ``--select_best_on test`` is the original's rule (all of train+val; the last
 epoch with the best test instance mIoU of the unrestricted argmax). Reported: the kept checkpoint on test
-(metrics: util/partseg.py). Output under ``<output_dir>/<exp_name>/`` (util/run.py), plus ``results.json``
+(metrics: metrics/partseg.py). Output under ``<output_dir>/<exp_name>/`` (util/run.py), plus ``results.json``
 (``results_eval.json`` for ``--eval``) and ``partseg_test_examples.png`` (``--plot``).
 """
 
@@ -23,7 +23,6 @@ import copy
 import functools
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,21 +36,18 @@ from models.dgcnn import DGCNNPartSeg
 from models.losses import smoothed_cross_entropy
 from models.sync_bn import convert_sync_batchnorm
 from util import distributed
-from util.checkpoint import (CheckpointError, WeightsMeta, find_weights_file, load_pretrained, load_state_dict_file,
-                              load_with_new_head, resolve_settings, summarize_keys)
+from util.checkpoint import CheckpointError, WeightsMeta, load_with_new_head, summarize_keys
 from util.fileio import atomic_write_text
 from util.logger import Logger
 from util.meta import SHAPENET_PART_ALIASES, SHAPENET_PART_CATEGORIES as CATEGORIES
-from util.meta import SHAPENET_PART_NUM_CATEGORIES as NUM_CATEGORIES
-from util.meta import SHAPENET_PART_NUM_PARTS as NUM_PARTS
-from util.meta import SHAPENET_PART_PARTS_PER_CATEGORY as PARTS_PER_CATEGORY
-from util.metrics import format_category_table
-from util.partseg import (METRIC_NOTE, PartSegEvaluator, describe_metrics, flat_metrics, model_input,
+from metrics.partseg_iou import format_category_table
+from metrics.partseg import (METRIC_NOTE, PartSegEvaluator, describe_metrics, flat_metrics, model_input,
                           plot_examples)
 from util.presets import PARTSEG_K, PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
 from util.run import (AT_LEAST_0, AT_LEAST_1, FRACTION, NON_NEGATIVE, PROBABILITY, Run, add_run_arguments, check_args,
                       check_batch, check_points_for_k, epoch_means, every_n_epochs, open_process, write_eval_results)
 from util.training import EpochMeter, autocast_context, eval_loader, make_grad_scaler, make_optimizer, stratified_split
+from util.weights import PARTSEG_HEAD_PREFIXES, build_partseg, load_partseg, partseg_init
 
 PROG = "train_partseg.py"
 HEAD_PREFIXES = ("conv7.", "conv8.", "conv9.", "conv10.", "conv11.")
@@ -156,99 +152,6 @@ def validate(args: argparse.Namespace, world_size: int) -> None:
     check_batch(PROG, args.batch_size, world_size, "the BatchNorm of the category branch")
 
 
-def infer_emb_dims(state_dict: dict[str, torch.Tensor], source: Path) -> int:
-    """emb_dims of a DGCNN part-seg state dict (the output channels of conv6)."""
-    weight = state_dict.get("conv6.0.weight")
-    if weight is None:
-        raise SystemExit(
-            f"{PROG}: {source} has no 'conv6.0.weight', so it is not a DGCNN part-segmentation checkpoint "
-            "(DGCNN_partseg / --model dgcnn_seg). Classification (--model dgcnn) weights cannot initialise the "
-            "part-segmentation network."
-        )
-    return int(weight.shape[0])
-
-
-def load_partseg_init(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path) -> list[str]:
-    """Load fine-tuning initial weights; a pretraining file must leave exactly conv7..conv11 new.
-
-    Returns the new keys in the model's order ([] for a full fine-tuned state dict, loaded strictly).
-    """
-    return load_with_new_head(model, state_dict, HEAD_PREFIXES, source)
-
-
-def build_model(model_args: dict[str, Any], edgeconv: str) -> DGCNNPartSeg:
-    """DGCNNPartSeg from the ``model_args`` stored in the sidecar (k, emb_dims, num_parts, dropout)."""
-    return DGCNNPartSeg(k=model_args["k"], emb_dims=model_args["emb_dims"], num_parts=model_args["num_parts"],
-                        num_categories=NUM_CATEGORIES, pretrain=False, dropout=model_args["dropout"],
-                        edgeconv=edgeconv)
-
-
-def load_finetuned(path: Path, k: int | None, class_choice: str | None, dropout: float,
-                   edgeconv: str) -> tuple[DGCNNPartSeg, dict[str, Any], str | None]:
-    """Rebuild a fine-tuned DGCNNPartSeg from a weights file (+ sidecar) and load it strictly.
-
-    k: the flag, else the sidecar's, else the published 40; dropout: the sidecar's, else ``dropout``;
-    emb_dims and the head size come from the weights; the category of a one-category head comes from
-    ``class_choice`` or the sidecar. Returns (model on CPU, model_args, class_choice).
-    """
-    state_dict = load_state_dict_file(path)
-    if "conv11.weight" not in state_dict:
-        raise SystemExit(
-            f"{PROG}: --model_path {path} has no segmentation head (conv11.weight): it is a part-segmentation "
-            f"pretraining checkpoint (an encoder). Fine-tune it first: python {PROG} --pretrained_path {path}; "
-            "then evaluate the result with --eval --model_path <run>/checkpoints/partseg_best.pth."
-        )
-    meta = WeightsMeta.read(path)
-    settings = resolve_settings(("k", "dropout"), {"k": k}, meta, {},
-                                {"k": (PARTSEG_K, "published default"), "dropout": (dropout, "--dropout")})
-    for name, flag, saved in settings.conflicts:
-        warnings.warn(f"--{name} {flag} differs from the {name}={saved} the checkpoint was trained with.",
-                      stacklevel=2)
-    model_args = {"k": int(settings.values["k"]), "emb_dims": infer_emb_dims(state_dict, path),
-                  "num_parts": int(state_dict["conv11.weight"].shape[0]),
-                  "dropout": float(settings.values["dropout"])}
-    class_choice = class_choice or (meta.extra.get("class_choice") if meta is not None else None)
-    expected = NUM_PARTS if class_choice is None else PARTS_PER_CATEGORY[CATEGORIES.index(class_choice)]
-    if model_args["num_parts"] != expected:
-        raise SystemExit(
-            f"{PROG}: {path} has a {model_args['num_parts']}-part head but "
-            f"{'all categories need 50' if class_choice is None else f'{class_choice} has {expected} parts'}; "
-            "pass the --class_choice the model was trained with."
-        )
-    model = build_model(model_args, edgeconv)
-    load_pretrained(model, state_dict)
-    return model, model_args, class_choice
-
-
-def initial_weights(args: argparse.Namespace, info: distributed.DistInfo) -> tuple[dict | None, str, dict]:
-    """(state dict or None, its source, model args) for fine-tuning, from --pretrained_path and the flags."""
-    init_sd, source, meta = None, "scratch", None
-    if args.pretrained_path:
-        try:
-            path = find_weights_file(args.pretrained_path)
-        except FileNotFoundError as err:
-            raise SystemExit(f"{PROG}: --pretrained_path {err}") from None
-        meta = WeightsMeta.read(path)
-        if meta is not None and meta.model not in ("dgcnn_seg", "dgcnn_partseg"):
-            raise SystemExit(
-                f"{PROG}: --pretrained_path {path} holds a {meta.model!r} model (per its .json sidecar); part "
-                "segmentation starts from a part-segmentation encoder: train_crossmodal.py --model dgcnn_seg, or "
-                "the published part-seg pretraining file."
-            )
-        init_sd, source = load_state_dict_file(path), str(path)
-        file_emb = infer_emb_dims(init_sd, path)
-        if args.emb_dims is not None and args.emb_dims != file_emb:
-            raise SystemExit(f"{PROG}: --emb_dims {args.emb_dims} but {path} has emb_dims {file_emb}; drop "
-                             "--emb_dims to take it from the file.")
-        args.emb_dims = file_emb
-    k = args.k if args.k is not None else PARTSEG_K
-    pre_k = meta.model_args.get("k") if meta is not None else None
-    if pre_k is not None and pre_k != k and info.is_main:
-        warnings.warn(f"The pretrained encoder used k={pre_k}; fine-tuning uses k={k} (paper: pretraining 15, "
-                      "fine-tuning 40).", stacklevel=2)
-    return init_sd, source, {"k": k, "emb_dims": args.emb_dims or PUBLISHED_EMB_DIMS, "dropout": args.dropout}
-
-
 def build_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset | None, ShapeNetPart, ShapeNetPart]:
     """(train, held-out val or None, test, the train+val ShapeNetPart) for the chosen selection mode."""
     trainval = ShapeNetPart(args.data_root, "trainval", num_points=args.num_points,
@@ -293,7 +196,7 @@ def evaluate_only(args: argparse.Namespace, device: torch.device) -> dict[str, A
     ``<output_dir>/<exp_name or dgcnn_partseg_eval>/results_eval.json``."""
     run_dir = Path(args.output_dir) / (args.exp_name or "dgcnn_partseg_eval")
     path = Path(args.model_path)
-    model, model_args, class_choice = load_finetuned(path, args.k, args.class_choice, args.dropout, args.edgeconv)
+    model, model_args, class_choice = load_partseg(PROG, path, args.k, args.class_choice, args.dropout, args.edgeconv)
     model.to(device)
     test = ShapeNetPart(args.data_root, "test", num_points=args.num_points, class_choice=class_choice)
     loader = eval_loader(test, args.test_batch_size, device, args.num_workers)
@@ -316,11 +219,13 @@ def evaluate_only(args: argparse.Namespace, device: torch.device) -> dict[str, A
 def build_model_with_init(args: argparse.Namespace, run: Run, num_parts: int) -> tuple[DGCNNPartSeg, dict, str]:
     """The part-segmentation model with its initial weights (--pretrained_path or scratch), on the run's device.
     Returns (model, model_args, the initial weights' description for the log)."""
-    init_sd, init_source, model_args = initial_weights(args, run.info)
+    init_sd, init_source, model_args = partseg_init(PROG, args.pretrained_path, args.k, args.emb_dims, args.dropout,
+                                                    warn=run.is_main)
     model_args["num_parts"] = num_parts
-    model = build_model(model_args, args.edgeconv)
+    model = build_partseg(model_args, args.edgeconv)
     try:
-        new_keys = load_partseg_init(model, init_sd, init_source) if init_sd is not None else None
+        new_keys = (load_with_new_head(model, init_sd, PARTSEG_HEAD_PREFIXES, init_source) if init_sd is not None
+                    else None)
     except (CheckpointError, ValueError) as err:
         raise SystemExit(f"{PROG}: --pretrained_path {err}") from None
     note = f"Initial weights: {init_source}" + (
@@ -479,7 +384,7 @@ def final_evaluation(args: argparse.Namespace, run: Run, evaluator: PartSegEvalu
                      test_loader: DataLoader, test_at_init: dict | None) -> dict[str, Any]:
     """Evaluate the kept checkpoint on test through the --eval code path; write results.json (rank 0)."""
     best_path = run.ckpt_dir / "partseg_best.pth"
-    model, model_args, class_choice = load_finetuned(best_path, None, args.class_choice, args.dropout, args.edgeconv)
+    model, model_args, class_choice = load_partseg(PROG, best_path, None, args.class_choice, args.dropout, args.edgeconv)
     metrics, out = evaluator.evaluate(model.to(run.device), test_loader, progress=not args.no_progress, desc="test")
     rule = ("instance_miou (restricted), held-out val" if args.select_best_on == "val"
             else "instance_miou (unrestricted, as the original), test")

@@ -2,8 +2,6 @@
 shapes, gradients reaching every parameter, float64 and device handling."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -349,11 +347,6 @@ def test_builders_pass_arguments():
     assert model.edgeconv == "plain" and not hasattr(model, "conv11")
     assert build_point_encoder("pointnet", k=99, emb_dims=40).feat_dim == 40
     assert build_point_encoder("dgcnn", k=9, emb_dims=40).feat_dim == 80
-
-
-def test_importing_models_does_not_import_torchvision():
-    code = "import sys, models; assert 'torchvision' not in sys.modules, 'models imported torchvision'"
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -17,10 +17,11 @@ import train_partseg
 from datasets.shapenet_part import PART_OFFSETS, PARTS_PER_CATEGORY
 from models.dgcnn import DGCNNPartSeg
 from models.losses import smoothed_cross_entropy
-from util.checkpoint import read_weights_meta, save_weights
-from util.partseg import PartSegEvaluator
+from util.checkpoint import load_with_new_head, read_weights_meta, save_weights
+from metrics.partseg import PartSegEvaluator
 from util.presets import PARTSEG_K, PUBLISHED_EMB_DIMS
 from util.training import EpochMeter
+from util.weights import PARTSEG_HEAD_PREFIXES, load_partseg
 
 KEYS_FILE = os.path.join(os.path.dirname(__file__), "data", "official_state_dict_keys.json")
 # Tiny settings; the optimisation hyperparameters are the published ones.
@@ -108,7 +109,7 @@ def test_official_pretrain_checkpoint_loads_with_exactly_the_head_new():
     for num_parts in (50, 4):
         model = DGCNNPartSeg(k=40, emb_dims=1024, num_parts=num_parts)
         sd = _official_state_dict("dgcnn_partseg_pretrain")
-        new = train_partseg.load_partseg_init(model, sd, "official.pth")
+        new = load_with_new_head(model, sd, PARTSEG_HEAD_PREFIXES, "official.pth")
         head = [k for k in model.state_dict() if k.split(".")[0] in ("conv7", "conv8", "conv9", "conv10", "conv11")]
         assert new == head and "conv11.weight" in new and "conv7.0.weight" in new
         loaded = model.state_dict()
@@ -117,17 +118,17 @@ def test_official_pretrain_checkpoint_loads_with_exactly_the_head_new():
     broken = _official_state_dict("dgcnn_partseg_pretrain")
     del broken["conv6.0.weight"]
     with pytest.raises(ValueError, match="conv6.0.weight"):
-        train_partseg.load_partseg_init(DGCNNPartSeg(k=40, emb_dims=1024), broken, "official.pth")
+        load_with_new_head(DGCNNPartSeg(k=40, emb_dims=1024), broken, PARTSEG_HEAD_PREFIXES, "official.pth")
 
 
 def test_official_finetuned_checkpoint_loads_strictly(tmp_path):
     path = tmp_path / "dgcnn_partseg_finetuned.pth"
     sd = _official_state_dict("dgcnn_partseg_finetune")
     torch.save(sd, path)
-    model, model_args, class_choice = train_partseg.load_finetuned(path, None, None, 0.5, "fast")
+    model, model_args, class_choice = load_partseg("train_partseg.py", path, None, None, 0.5, "fast")
     assert model_args == {"k": 40, "emb_dims": 1024, "num_parts": 50, "dropout": 0.5} and class_choice is None
     assert torch.equal(model.state_dict()["conv11.weight"], sd["conv11.weight"])
-    assert train_partseg.load_partseg_init(DGCNNPartSeg(k=40, emb_dims=1024), sd, path) == []
+    assert load_with_new_head(DGCNNPartSeg(k=40, emb_dims=1024), sd, PARTSEG_HEAD_PREFIXES, path) == []
 
 
 def test_step_and_predict_in_float64():

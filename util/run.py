@@ -1,20 +1,26 @@
 """The run lifecycle shared by every training script, written once.
 
-A training script builds its data, models, optimizer and schedule, then hands them to a :class:`Run`::
+A training script checks its flags, then trains inside a :class:`Run` (train_crossmodal.py, in short)::
 
-    args = parse_with_preset(build_parser(), "pretrain", argv)
-    check_args(PROG, args, {"epochs": AT_LEAST_1, "lr": POSITIVE, ...})   # before anything is written
-    run = Run(PROG, args, info, device, default_name="exp")                  # run dir, seeding
-    loader = run.train_loader(dataset, args.batch_size, args.num_workers)
-    ...build models, optimizer, scheduler...
-    run.start(models, optimizer, scheduler, scaler, config_extra={...},
-              model_settings=("model", "k", "emb_dims"))                       # config, logger, resume
-    with run.guard():                                                          # NaN / full disk -> clear exit
-        for epoch in run.epochs():
-            stats = run.train_epoch(step_fn, loader, epoch)
-            ...evaluate, decide is_best...
-            run.end_epoch(epoch, record, is_best, weights={"point_encoder": (module, meta)}, line="...")
-    run.close()
+    with open_process(PROG, args, validate) as (info, device):          # flags, device, DDP, input-file errors
+        with Run(PROG, args, info, device, default_name="exp") as run:  # run dir + lock, seeding, stop rules
+            results = run.nothing_to_do() if run.already_finished else pretrain(args, run)
+        return distributed.broadcast_object(results)
+
+    def pretrain(args, run):
+        loader = run.train_loader(dataset, args.batch_size, args.num_workers)
+        ...build models, optimizer, scheduler, scaler...
+        run.start_or_resume(models, optimizer, scheduler, scaler, model_settings=MODEL_SETTINGS,
+                            config_extra={...})                        # config.json and logs, or the saved state
+        for epoch in run.remaining_epochs():
+            stats = train_one_epoch(..., run.epoch_meter(loader, epoch), ...)  # the script's forward/backward/step
+            scheduler.step()
+            record = epoch_means(epoch, stats, run.device)
+            ...evaluate when every_n_epochs(epoch, n, args.epochs)...
+            is_best = run.update_best(epoch, metric, ties_replace=False)
+            run.log_epoch(record, line, is_best)
+            run.save_checkpoint(epoch, is_best, {"point_encoder": (module, meta)})
+        return run.summary()
 
 What it owns:
 - the run directory ``<output_dir>/<exp_name>`` and the rule that a non-empty one is never overwritten
@@ -34,9 +40,9 @@ What it owns:
   ``<name>_epoch<E>.pth`` for every epoch E with ``E % N == 0`` (the original's rule and 0-based epoch
   numbering), each with its sidecar, then ``training_state_last.pt``; all written atomically;
 - the stop on a non-finite loss and on a full disk, with a message naming the last good checkpoint;
-- cleanup: a run that fails before its first checkpoint deletes the run directory it created (one that existed
-  before is never deleted), and the log sizes at a clean exit, so a later resume cuts back only what a killed
-  run logged.
+- the end of the ``with`` block: a clean end writes ``finished.json`` (when all --epochs are done) and the log
+  sizes, so a later resume cuts back only what a killed run logged; a run that fails before its first
+  checkpoint deletes the run directory it created (one that existed before is never deleted).
 """
 
 from __future__ import annotations

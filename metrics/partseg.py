@@ -2,7 +2,7 @@
 
 Works on whatever DGCNN-style part-segmentation model and loader it is handed: ``model(x (B, 3, N),
 one_hot (B, 16)) -> logits (B, P, N)``, batches ``(points (B, N, 3), category (B,), part_ids (B, N))``
-with global part ids. Metrics come from ``util.metrics``: the headline ("restricted") numbers take the
+with global part ids. Metrics come from ``metrics.partseg_iou``: the headline ("restricted") numbers take the
 argmax over the parts of each shape's category only; the "unrestricted" numbers (argmax over all head
 outputs) are the original evaluation's and are reported next to them.
 """
@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from util.meta import SHAPENET_PART_NUM_CATEGORIES as NUM_CATEGORIES
 from util.meta import SHAPENET_PART_NUM_PARTS as NUM_PARTS
-from util.metrics import restrict_logits, segmentation_metrics
+from metrics.partseg_iou import restrict_logits, segmentation_metrics
 from util.progress import progress_bar
 from util.training import autocast_context
 
@@ -107,7 +107,7 @@ class PartSegEvaluator:
                  desc: str = "eval") -> tuple[dict[str, Any], dict[str, Any]]:
         """({"loss", "restricted": {...}, "unrestricted": {...}}, predictions) of ``model`` on ``loader``.
 
-        Each metrics block is ``util.metrics.segmentation_metrics`` (instance_miou, class_miou,
+        Each metrics block is ``metrics.partseg_iou.segmentation_metrics`` (instance_miou, class_miou,
         accuracy, mean_part_accuracy, per_category, num_shapes).
         """
         out = self.predict(model, loader, progress, desc)

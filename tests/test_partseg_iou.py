@@ -1,11 +1,11 @@
-"""Part-segmentation metrics (util/metrics.py) against hand-computed cases."""
+"""Part-segmentation metrics (metrics/partseg_iou.py) against hand-computed cases."""
 
 import numpy as np
 import pytest
 import torch
 
 from util import metrics
-from util.metrics import (
+from metrics.partseg_iou import (
     point_accuracy,
     restrict_logits,
     segmentation_metrics,
