@@ -189,15 +189,16 @@ def evaluate_only(args: argparse.Namespace, device: torch.device) -> dict[str, A
     return results
 
 
-def build_model_with_init(args: argparse.Namespace, run: Run, num_classes: int) -> tuple[nn.Module, str, dict, str]:
+def build_model_with_init(args: argparse.Namespace, run: Run,
+                          num_classes: int) -> tuple[nn.Module, str, dict, str, str]:
     """The classifier with its initial encoder weights (--pretrained_path or random), on the run's device.
-    Returns (model, model name, model_args, the initial weights' description for the log)."""
+    Returns (model, model name, model_args, the weights' source, their description for the log)."""
     sd, source, name, model_args = classifier_init(PROG, args.pretrained_path, args.model, args.k, args.emb_dims,
                                                    args.dropout, warn=run.is_main)
     model_args["num_classes"] = num_classes
     model, new = build_classifier_with_init(name, num_classes, model_args, args.edgeconv, sd, source)
     note = f"initial weights {source}" + ("" if new is None else f"; new keys: {summarize_keys(new) or 'none'}")
-    return model.to(run.device), name, model_args, note
+    return model.to(run.device), name, model_args, source, note
 
 
 def finetune(args: argparse.Namespace, run: Run) -> dict[str, Any]:
@@ -207,7 +208,7 @@ def finetune(args: argparse.Namespace, run: Run) -> dict[str, Any]:
     device = run.device
     train_set, val_set, test_set = splits(args)
     num_classes = len(test_set.class_names) if test_set.class_names else int(test_set.labels.max()) + 1
-    model, name, model_args, init_note = build_model_with_init(args, run, num_classes)
+    model, name, model_args, init_source, init_note = build_model_with_init(args, run, num_classes)
     optimizer = make_optimizer(args.optimizer, [p for p in model.parameters() if p.requires_grad], args.lr,
                                args.momentum, args.wd)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs, eta_min=args.eta_min)
@@ -218,7 +219,7 @@ def finetune(args: argparse.Namespace, run: Run) -> dict[str, Any]:
     scaler = make_grad_scaler(device, args.amp)
     run.start_or_resume({"model": model}, optimizer, scheduler, scaler, model_settings=MODEL_SETTINGS,
                         config_extra={"model": name, "model_args": model_args,
-                                      "init_weights": init_note.removeprefix("initial weights ").split("; ")[0],
+                                      "init_weights": init_source,
                                       "data": data_kind(args.data_root), "train_samples": len(train_set),
                                       "val_samples": len(val_set) if val_set is not None else 0,
                                       "test_samples": len(test_set)})

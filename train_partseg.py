@@ -216,9 +216,10 @@ def evaluate_only(args: argparse.Namespace, device: torch.device) -> dict[str, A
     return results
 
 
-def build_model_with_init(args: argparse.Namespace, run: Run, num_parts: int) -> tuple[DGCNNPartSeg, dict, str]:
+def build_model_with_init(args: argparse.Namespace, run: Run,
+                          num_parts: int) -> tuple[DGCNNPartSeg, dict, str, list[str]]:
     """The part-segmentation model with its initial weights (--pretrained_path or scratch), on the run's device.
-    Returns (model, model_args, the initial weights' description for the log)."""
+    Returns (model, model_args, the weights' source, log lines describing them)."""
     init_sd, init_source, model_args = partseg_init(PROG, args.pretrained_path, args.k, args.emb_dims, args.dropout,
                                                     warn=run.is_main)
     model_args["num_parts"] = num_parts
@@ -228,12 +229,12 @@ def build_model_with_init(args: argparse.Namespace, run: Run, num_parts: int) ->
                     else None)
     except (CheckpointError, ValueError) as err:
         raise SystemExit(f"{PROG}: --pretrained_path {err}") from None
-    note = f"Initial weights: {init_source}" + (
+    lines = [f"Initial weights: {init_source}" + (
         "" if new_keys is None else
-        f"; new (randomly initialised) keys: {summarize_keys(new_keys) if new_keys else 'none'}")
+        f"; new (randomly initialised) keys: {summarize_keys(new_keys) if new_keys else 'none'}")]
     if new_keys:
-        note += "\nNew keys: " + ", ".join(new_keys)
-    return model.to(run.device), model_args, note
+        lines.append("New keys: " + ", ".join(new_keys))
+    return model.to(run.device), model_args, init_source, lines
 
 
 def finetune(args: argparse.Namespace, run: Run) -> dict[str, Any]:
@@ -248,7 +249,7 @@ def finetune(args: argparse.Namespace, run: Run) -> dict[str, Any]:
     test_loader = eval_loader(test_set, args.test_batch_size, device, args.num_workers)
     select_loader = (eval_loader(val_set, args.test_batch_size, device, args.num_workers) if val_set is not None
                      else test_loader)
-    model, model_args, init_note = build_model_with_init(args, run, trainval.seg_num_all)
+    model, model_args, init_source, init_lines = build_model_with_init(args, run, trainval.seg_num_all)
     # Differs from the original: --lr is the learning rate itself (0.1); the original took --lr 0.001 and
     # multiplied it by 100 for SGD. Parameters without gradients (inv_head) are not passed (no effect).
     optimizer = make_optimizer(args.optimizer, [p for p in model.parameters() if p.requires_grad], args.lr,
@@ -263,7 +264,7 @@ def finetune(args: argparse.Namespace, run: Run) -> dict[str, Any]:
     scaler, seg_start = make_grad_scaler(device, args.amp), trainval.seg_start_index
     run.start_or_resume({"model": model}, optimizer, scheduler, scaler, model_settings=MODEL_SETTINGS,
                         config_extra={"model_args": model_args, "seg_start_index": seg_start,
-                                      "init_weights": init_note.splitlines()[0].removeprefix("Initial weights: "),
+                                      "init_weights": init_source,
                                       "train_shapes": len(train_set),
                                       "val_shapes": len(val_set) if val_set is not None else 0,
                                       "test_shapes": len(test_set), "data": data_kind(args.data_root)})
@@ -271,7 +272,7 @@ def finetune(args: argparse.Namespace, run: Run) -> dict[str, Any]:
                     f"{run.config['val_shapes']} val / {len(test_set)} test shapes"
                     f"{'' if args.class_choice is None else f' ({args.class_choice})'}, {len(train_loader)} "
                     f"steps/epoch x {run.info.world_size} process(es), device {device}, run dir {run.run_dir}")
-    for line in init_note.splitlines():
+    for line in init_lines:
         run.logger.info(line)
     evaluator = make_evaluator(args, device, seg_start)
     test_at_init = evaluate_at_init(args, run, evaluator, model, test_loader)
