@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from datasets.shapenet_part import ShapeNetPart
-from datasets.synthetic import data_kind
+from datasets.provenance import data_kind
 from models.dgcnn import DGCNNPartSeg
 from models.losses import smoothed_cross_entropy
 from models.sync_bn import convert_sync_batchnorm
@@ -42,10 +42,10 @@ from util.checkpoint import (CheckpointError, WeightsMeta, find_weights_file, lo
                               load_with_new_head, resolve_settings, summarize_keys)
 from util.fileio import atomic_write_text
 from util.logger import Logger
-from util.meta import SHAPENET_PART_ALIASES, SHAPENET_PART_CATEGORIES as CATEGORIES
-from util.meta import SHAPENET_PART_NUM_CATEGORIES as NUM_CATEGORIES
-from util.meta import SHAPENET_PART_NUM_PARTS as NUM_PARTS
-from util.meta import SHAPENET_PART_PARTS_PER_CATEGORY as PARTS_PER_CATEGORY
+from datasets.tables import SHAPENET_PART_ALIASES, SHAPENET_PART_CATEGORIES as CATEGORIES
+from datasets.tables import SHAPENET_PART_NUM_CATEGORIES as NUM_CATEGORIES
+from datasets.tables import SHAPENET_PART_NUM_PARTS as NUM_PARTS
+from datasets.tables import SHAPENET_PART_PARTS_PER_CATEGORY as PARTS_PER_CATEGORY
 from util.metrics import format_category_table
 from util.partseg import (METRIC_NOTE, PartSegEvaluator, PartSegStep, describe_metrics, flat_metrics,
                           plot_examples)

@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 import util.progress as progress_mod
-from datasets.parallel import Runner
+from datasets.making.parallel import Runner
 from util.evaluation import extract_features
 from util.progress import LineProgress, progress_bar
 from util.training import train_one_epoch
