@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from datasets.classification import (CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, VARIANT_HELP, ClassificationData,
                                      check_variant)
-from datasets.synthetic import data_kind
+from datasets.provenance import data_kind
 from models import build_point_encoder
 from util.encoders import load_point_encoder
 from util.evaluation import few_shot

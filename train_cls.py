@@ -36,7 +36,7 @@ from torch.utils.data import Dataset, Subset
 
 from datasets.classification import (CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, VARIANT_HELP,
                                      AugmentedClassification, ClassificationData, check_variant)
-from datasets.synthetic import data_kind
+from datasets.provenance import data_kind
 from models import DGCNN_K
 from models.losses import smoothed_cross_entropy
 from models.sync_bn import convert_sync_batchnorm

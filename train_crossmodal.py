@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datasets.classification import CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, ClassificationData
 from datasets.shapenet_render import ShapeNetRender
-from datasets.synthetic import data_kind
+from datasets.provenance import data_kind
 from datasets.transforms import crosspoint_image_transform
 from models import build_image_encoder, build_point_encoder
 from models.losses import crosspoint_loss, nt_xent

@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from datasets.shapenet_part import ShapeNetPart
-from datasets.synthetic import data_kind
+from datasets.provenance import data_kind
 from models.dgcnn import DGCNNPartSeg
 from models.losses import smoothed_cross_entropy
 from models.sync_bn import convert_sync_batchnorm
@@ -39,7 +39,7 @@ from util import distributed
 from util.checkpoint import CheckpointError, WeightsMeta, load_with_new_head, summarize_keys
 from util.fileio import atomic_write_text
 from util.logger import Logger
-from util.meta import SHAPENET_PART_ALIASES, SHAPENET_PART_CATEGORIES as CATEGORIES
+from datasets.tables import SHAPENET_PART_ALIASES, SHAPENET_PART_CATEGORIES as CATEGORIES
 from metrics.partseg_iou import format_category_table
 from metrics.partseg import (METRIC_NOTE, PartSegEvaluator, describe_metrics, flat_metrics, model_input,
                           plot_examples)

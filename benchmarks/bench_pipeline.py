@@ -112,7 +112,7 @@ def resolve_data_root(data_root: str | None) -> Path:
     marker = repo_small / "SYNTHETIC.json"
     if marker.is_file() and json.loads(marker.read_text()).get("preset") == "small":
         return repo_small
-    from datasets.synthetic import generate
+    from datasets.synthetic.generator import generate
 
     root = Path("/tmp/bench_data")
     print(f"generating the synthetic 'small' preset into {root} (once) ...", flush=True)

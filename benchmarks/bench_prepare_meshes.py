@@ -7,7 +7,7 @@ Usage (from the repository root):
 Input: the real meshes of ``tests/data/meshes/`` (sources and licences in its SOURCES.md: OFF, OBJ, PLY,
 STL, GLB, from 12 to 1280 triangles), each copied ``--copies`` times under its own name into 2 classes
 (10 files x 10 copies = 100 objects by default). Each configuration prepares the whole input into a fresh output
-folder, through ``datasets.prepare_meshes.prepare`` (what the CLI runs), ``--rounds`` times; reported: the
+folder, through ``datasets.prepare_meshes.prepare.prepare`` (what the CLI runs), ``--rounds`` times; reported: the
 median wall time and objects/s (process-pool start-up included, since a user pays it), and the best round.
 A per-object breakdown (one process, median over the objects) splits the time into reading + normalising,
 surface sampling, building the Embree scene, ray casting + shading the views, and PNG encoding. A rerun on a
@@ -33,10 +33,10 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.run import REPO, RESULTS_DIR, print_table, run_and_save
-from datasets import render as rd
-from datasets.meshes import load_mesh, normalize_mesh, sample_surface
-from datasets.prepare_meshes import ALBEDO, IMAGE_SIZE, object_rng, prepare
-from datasets.synthetic_shapes import face_normals
+from datasets.making import render as rd
+from datasets.making.common import face_normals
+from datasets.making.meshes import load_mesh, normalize_mesh, sample_surface
+from datasets.prepare_meshes.prepare import ALBEDO, IMAGE_SIZE, object_rng, prepare
 
 MESHES = REPO / "tests" / "data" / "meshes"
 MESH_FILES = ("teapot.stl", "multibody.stl", "comments.off", "whitespace.off", "rabbit.obj",

@@ -1,8 +1,15 @@
-"""Datasets of CrossPoint: loaders for the published files, augmentations and validation.
+"""Datasets of CrossPoint: loaders for the published files, augmentations, tables and validation.
 
 Every loader takes the data root (default "data") and finds its own sub-folder; see
 data/README.md for the expected tree. ``python -m datasets.check --root data`` validates a root.
-The synthetic stand-in generator is ``datasets.synthetic`` (not imported here).
+
+Top level, what training and evaluation read: the loaders (``modelnet40``, ``scanobjectnn``,
+``shapenet_render``, ``shapenet_part``, ``custom``; ``classification`` names the classification sets;
+``io`` holds the file readers), ``transforms``, ``tables`` (class lists, part table),
+``provenance`` (``data_kind``: synthetic or real data) and ``check``.
+Subpackages, what writes a data root (not imported here): ``synthetic`` (the procedural generator,
+``python -m datasets.synthetic``), ``prepare_meshes`` (your meshes, ``python -m datasets.prepare_meshes``)
+and ``making`` (what both share: geometry, rendering, mesh reading, worker pool, contact sheets).
 """
 
 from .io import (DatasetError, DatasetNotFoundError, load_image_rgb, read_image_rgb,

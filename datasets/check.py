@@ -33,7 +33,7 @@ from .io import (DatasetError, DatasetNotFoundError, load_h5_split, load_image_r
                  read_ply_points, root_is_file_message)
 from .custom import CUSTOM_DIR, CustomClassification
 from .modelnet40 import MODELNET40_DIR, NUM_CLASSES as MODELNET40_NUM_CLASSES, ModelNet40
-from .parallel import Runner
+from .making.parallel import Runner
 from .scanobjectnn import SCANOBJECTNN_CLASSES, VARIANTS, ScanObjectNN, find_variant_dir
 from .shapenet_part import CATEGORIES, SHAPENET_PART_DIR, ShapeNetPart, read_part_file
 from .shapenet_render import ShapeNetRender

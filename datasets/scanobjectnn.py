@@ -18,16 +18,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from util.meta import SCANOBJECTNN_CLASSES as _META_SCANOBJECTNN_CLASSES
-
 from .io import (CREATE_HINT, DatasetError, DatasetNotFoundError, LabelledClouds, load_h5_split,
                  root_is_file_message)
+from .tables import SCANOBJECTNN_CLASSES as _TABLE_SCANOBJECTNN_CLASSES
 
 __all__ = ["ScanObjectNN", "SCANOBJECTNN_CLASSES", "VARIANTS", "find_variant_dir", "find_variant_file"]
 
-# Official ScanObjectNN class order (label i -> SCANOBJECTNN_CLASSES[i]), defined in util/meta.py;
-# a list here, as this module has always exported it.
-SCANOBJECTNN_CLASSES = list(_META_SCANOBJECTNN_CLASSES)
+# Official ScanObjectNN class order (label i -> SCANOBJECTNN_CLASSES[i]), defined in datasets/tables.py;
+# exported here as a list.
+SCANOBJECTNN_CLASSES = list(_TABLE_SCANOBJECTNN_CLASSES)
 
 # variant -> (split folder, {split: accepted file names, preferred first})
 VARIANTS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {

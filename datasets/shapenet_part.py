@@ -16,19 +16,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from util.meta import (SHAPENET_PART_ALIASES, SHAPENET_PART_CATEGORIES,
-                       SHAPENET_PART_NUM_CATEGORIES, SHAPENET_PART_NUM_PARTS,
-                       SHAPENET_PART_OFFSETS, SHAPENET_PART_PARTS_PER_CATEGORY)
-
 from .io import (DatasetError, check_labels, check_points, read_h5, require_dir,
                  split_h5_files)
+from .tables import (SHAPENET_PART_ALIASES, SHAPENET_PART_CATEGORIES, SHAPENET_PART_NUM_CATEGORIES,
+                     SHAPENET_PART_NUM_PARTS, SHAPENET_PART_OFFSETS, SHAPENET_PART_PARTS_PER_CATEGORY)
 from .transforms import item_rng, scale_translate_shuffle
 
 __all__ = ["ShapeNetPart", "CATEGORIES", "PARTS_PER_CATEGORY", "PART_OFFSETS", "NUM_PARTS",
            "NUM_CATEGORIES", "SHAPENET_PART_DIR", "read_part_file"]
 
 SHAPENET_PART_DIR = "shapenet_part_seg_hdf5_data"
-# The part table lives in util/meta.py; these are its historical names in this module.
+# The part table of datasets/tables.py (its one definition), under the short names the loader's users read.
 CATEGORIES = SHAPENET_PART_CATEGORIES
 PARTS_PER_CATEGORY = SHAPENET_PART_PARTS_PER_CATEGORY
 PART_OFFSETS = SHAPENET_PART_OFFSETS

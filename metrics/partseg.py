@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from util.meta import SHAPENET_PART_NUM_CATEGORIES as NUM_CATEGORIES
-from util.meta import SHAPENET_PART_NUM_PARTS as NUM_PARTS
+from datasets.tables import SHAPENET_PART_NUM_CATEGORIES as NUM_CATEGORIES
+from datasets.tables import SHAPENET_PART_NUM_PARTS as NUM_PARTS
 from metrics.partseg_iou import restrict_logits, segmentation_metrics
 from util.progress import progress_bar
 from util.training import autocast_context

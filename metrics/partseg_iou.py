@@ -10,7 +10,7 @@ Definitions (those of the original DGCNN / CrossPoint ``calculate_shape_IoU``):
   IoU of the shapes of that category.
 
 All functions work on *global* part ids (0..49). The default ShapeNetPart part table comes from
-``util.meta`` (its one definition); every function takes the table as optional arguments.
+``datasets.tables`` (its one definition); every function takes the table as optional arguments.
 """
 
 from typing import Dict, Optional, Sequence, Tuple, Union
@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 # The 16 ShapeNetPart categories in the official order, their part counts and the first global
-# part id of each category (global part ids are contiguous in category order), from util/meta.py.
-from util.meta import SHAPENET_PART_CATEGORIES as CATEGORIES
-from util.meta import SHAPENET_PART_NUM_PARTS as NUM_PARTS
-from util.meta import SHAPENET_PART_OFFSETS as PART_OFFSETS
-from util.meta import SHAPENET_PART_PARTS_PER_CATEGORY as PARTS_PER_CATEGORY
+# part id of each category (global part ids are contiguous in category order), from datasets/tables.py.
+from datasets.tables import SHAPENET_PART_CATEGORIES as CATEGORIES
+from datasets.tables import SHAPENET_PART_NUM_PARTS as NUM_PARTS
+from datasets.tables import SHAPENET_PART_OFFSETS as PART_OFFSETS
+from datasets.tables import SHAPENET_PART_PARTS_PER_CATEGORY as PARTS_PER_CATEGORY
 
 __all__ = ["CATEGORIES", "NUM_PARTS", "PART_OFFSETS", "PARTS_PER_CATEGORY", "shape_ious", "restrict_logits",
            "point_accuracy", "mean_part_accuracy", "per_category_miou", "segmentation_metrics", "format_category_table"]

@@ -39,7 +39,8 @@ sys.path.insert(0, str(REPO_ROOT))
 import torch  # noqa: E402
 
 from datasets.classification import ClassificationData  # noqa: E402
-from datasets.synthetic import data_kind, data_seed, generate  # noqa: E402
+from datasets.provenance import data_kind, data_seed  # noqa: E402
+from datasets.synthetic.generator import generate  # noqa: E402
 from models import build_point_encoder  # noqa: E402
 from util.checkpoint import torch_load_checked  # noqa: E402
 from util.encoders import RANDOM_INIT, load_point_encoder  # noqa: E402

@@ -23,7 +23,7 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def tiny_data_root(tmp_path_factory) -> Path:
     """The synthetic generator's `tiny` preset (seed 0), generated once per test session."""
-    from datasets.synthetic import generate
+    from datasets.synthetic.generator import generate
 
     root = tmp_path_factory.mktemp("tiny_data")
     generate(root, preset="tiny", seed=0, progress=False)

@@ -424,7 +424,7 @@ def test_cluster_docs_are_linked_from_the_readme():
 
 
 def test_prepare_meshes_uses_the_shared_lock(tmp_path):
-    import datasets.prepare_meshes as pm
+    import datasets.prepare_meshes.prepare as pm
 
     assert pm.DirLock is DirLock and not hasattr(pm, "_Lock")
     (tmp_path / "in" / "a").mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""The contact-sheet tool (datasets/contact_sheet.py) on the roots it must draw: synthetic, prepared."""
+"""The contact-sheet tool (datasets/making/contact_sheet.py) on the roots it must draw: synthetic, prepared."""
 
 import shutil
 from pathlib import Path
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets.contact_sheet import CELL, main, make_contact_sheet
+from datasets.making.contact_sheet import CELL, main, make_contact_sheet
 from datasets.io import DatasetError, DatasetNotFoundError
-from datasets.prepare_meshes import prepare
+from datasets.prepare_meshes.prepare import prepare
 
 MESHES = Path(__file__).parent / "data" / "meshes"
 TITLE_H, LABEL_H = 14, 12  # the sheet's row layout: title, cells, labels

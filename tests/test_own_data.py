@@ -17,7 +17,7 @@ import eval_svm
 import train_cls
 import train_crossmodal
 from datasets import check
-from datasets.prepare_meshes import main as prepare_main
+from datasets.prepare_meshes.prepare import main as prepare_main
 
 MESHES = Path(__file__).resolve().parent / "data" / "meshes"
 # DIR/<class>/{train,test}/<name>.<ext>, as ModelNet's raw release; every format, two ModelNet-header OFFs.

@@ -1,4 +1,4 @@
-"""datasets/meshes.py, datasets/prepare_meshes.py and datasets/custom.py on real meshes.
+"""datasets/making/meshes.py, datasets/prepare_meshes/ and datasets/custom.py on real meshes.
 
 The meshes under tests/data/meshes/ were made outside this project (sources and licences in
 tests/data/meshes/SOURCES.md). Malformed, rescaled and converted variants are written here from them.
@@ -19,13 +19,13 @@ import pytest
 import trimesh
 from PIL import Image
 
-from datasets import render as rd
+from datasets.making import render as rd
 from datasets.custom import CUSTOM_DIR, CustomClassification
 from datasets.io import DatasetError, DatasetNotFoundError, read_ply_points
-from datasets.meshes import (MeshError, UnsupportedFilesWarning, find_inputs, input_kind,
+from datasets.making.meshes import (MeshError, UnsupportedFilesWarning, find_inputs, input_kind,
                              load_mesh, normalize_mesh, read_point_file, sample_surface,
                              unit_sphere, z_up_to_y_up)
-from datasets.prepare_meshes import PrepareError, main, prepare, split_objects
+from datasets.prepare_meshes.prepare import PrepareError, main, prepare, split_objects
 from datasets.shapenet_render import ShapeNetRender
 
 MESHES = Path(__file__).parent / "data" / "meshes"
@@ -728,7 +728,7 @@ def _no_tmp_left(root: Path) -> list[str]:
 def test_full_disk_and_read_only_output_give_one_line_naming_the_path(tmp_path, monkeypatch, capsys):
     """ENOSPC while rendering an object, while writing the classification set, and EROFS on the output
     (simulated: the tests run as root, who may write into a chmod-ed folder)."""
-    import datasets.prepare_meshes as pm
+    import datasets.prepare_meshes.prepare as pm
 
     inp, out = tmp_path / "in", tmp_path / "out"
     (inp / "a").mkdir(parents=True)
@@ -804,7 +804,7 @@ def _running(pid: int) -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc (Linux)")
 def test_pool_workers_end_when_the_writer_is_killed(tmp_path):
-    """SIGKILL of a process using datasets.parallel.Runner with 2 workers, while both run a task that holds
+    """SIGKILL of a process using datasets.making.parallel.Runner with 2 workers, while both run a task that holds
     the GIL: no worker, forkserver or resource tracker survives it for more than a few seconds."""
     import signal
     import subprocess
@@ -818,7 +818,7 @@ def test_pool_workers_end_when_the_writer_is_killed(tmp_path):
         "    return sum(range(10**11))  # minutes of work inside one C call that holds the GIL\n")
     marks = tmp_path / "marks"
     marks.mkdir()
-    code = ("from datasets.parallel import Runner\nimport busy\n"
+    code = ("from datasets.making.parallel import Runner\nimport busy\n"
             f"with Runner(2, False) as r:\n    r.map(busy.hog, [{str(marks)!r}] * 4, 'busy')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[1])])}
     writer = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path)

@@ -1,4 +1,5 @@
-"""Tests for the synthetic data generator (datasets/synthetic.py, synthetic_shapes.py, render.py)."""
+"""The synthetic data generator (datasets/synthetic/: generator.py, shapes.py) and what it uses from
+datasets/making/ (common.py, render.py)."""
 
 import hashlib
 import math
@@ -10,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import render as rd
-from datasets import synthetic as syn
-from datasets import synthetic_shapes as ss
+from datasets.making import common
+from datasets.making import render as rd
+from datasets.synthetic import generator as syn
+from datasets.synthetic import shapes as ss
 from datasets.io import read_ply_points
 
 TINY = syn.PRESETS["tiny"]
@@ -304,12 +306,14 @@ def test_killed_run_leaves_nothing_complete_looking(tmp_path, monkeypatch):
             raise RuntimeError("simulated kill while writing")
         real_write(path, arrays)
 
-    monkeypatch.setattr(syn, "write_h5", failing_write)
+    monkeypatch.setattr(syn, "write_h5", failing_write)  # the ScanObjectNN files
+    monkeypatch.setattr(common, "write_h5", failing_write)  # the split files of ModelNet40
     with pytest.raises(RuntimeError, match="simulated kill"):
         syn.generate(root, preset="tiny", seed=0, progress=False, only="modelnet40,scanobjectnn")
     assert not (root / syn.MARKER).exists()
     assert sorted(p.name for p in root.iterdir()) == []  # nothing was moved into place, temp dir removed
     monkeypatch.setattr(syn, "write_h5", real_write)
+    monkeypatch.setattr(common, "write_h5", real_write)
     # what a SIGKILL leaves behind: a temp dir of a dead process, and folders listed in the swap note
     stale = root / f"{syn.TMP_PREFIX}999999999"
     (stale / "modelnet40_ply_hdf5_2048").mkdir(parents=True)
@@ -350,7 +354,7 @@ def test_primitives_are_outward_and_render_matches_geometry():
         assert np.einsum("ij,ij->i", a, np.cross(b, c)).sum() > 0
     # a sphere of radius 0.3 seen from distance 1.4 covers a disc of known angular radius
     v, f = ss.ellipsoid((0, 0, 0), (0.3, 0.3, 0.3), n_lat=24, n_lon=48)
-    img = rd.render_view(rd.RayCaster(v, f), v, ss.face_normals(v, f), np.full((len(f), 3), 0.8),
+    img = rd.render_view(rd.RayCaster(v, f), v, common.face_normals(v, f), np.full((len(f), 3), 0.8),
                          30.0, 20.0, 1.4, 40.0, 137)
     area = (img[..., 3] > 0).sum()
     r_pix = math.tan(math.asin(0.3 / 1.4)) / math.tan(math.radians(20)) * 68.5

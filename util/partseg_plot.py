@@ -10,8 +10,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from util.meta import SHAPENET_PART_CATEGORIES as CATEGORIES
-from util.meta import SHAPENET_PART_OFFSETS as PART_OFFSETS
+from datasets.tables import SHAPENET_PART_CATEGORIES as CATEGORIES
+from datasets.tables import SHAPENET_PART_OFFSETS as PART_OFFSETS
 
 
 def plot_part_segmentation(

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from util.meta import (SHAPENET_PART_CATEGORIES, SHAPENET_PART_NUM_CATEGORIES, SHAPENET_PART_NUM_PARTS,
+from datasets.tables import (SHAPENET_PART_CATEGORIES, SHAPENET_PART_NUM_CATEGORIES, SHAPENET_PART_NUM_PARTS,
                        SHAPENET_PART_PARTS_PER_CATEGORY)
 from models import CLS_HEAD_PREFIXES, DGCNN_K, build_classifier, build_point_encoder
 from models.dgcnn import DGCNNPartSeg

@@ -1,4 +1,4 @@
-"""Procedural part-labelled meshes for the synthetic datasets (see ``datasets/synthetic.py``).
+"""Procedural part-labelled meshes for the synthetic datasets (see ``datasets/synthetic/generator.py``).
 
 Every object is an assembly of primitives (boxes, general hexahedra, frusta/cylinders/cones,
 (super-)ellipsoids, surfaces of revolution, tori) built with plain numpy. Each primitive carries the
@@ -12,20 +12,20 @@ Public API:
 - ``build_object(family, rng) -> PartMesh`` (the unnormalized object, arbitrary scale).
 - ``FAMILIES``: family name -> part vocabulary (tuple of part names; ShapeNetPart categories use the
   official part order).
-- ``face_normals(vertices, faces) -> (F, 3)``, ``face_areas(vertices, faces) -> (F,)``.
-- ``sample_surface(mesh, n, rng) -> (points (n, 3), face_index (n,))`` area-weighted.
 - ``normalize_bbox_diagonal(mesh) -> PartMesh`` centred, bounding-box diagonal 1 (ShapeNetCore v1).
-- ``unit_sphere(points (N, 3)) -> (N, 3)`` centroid at the origin, largest norm 1 (the classification
-  clouds' convention; also used by ``datasets.meshes`` and ``datasets.prepare_meshes``).
+
+Rotations, face normals and areas, surface sampling and the unit-sphere normalisation are in
+``datasets/making/common.py`` (shared with mesh preparation).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
+
+from datasets.making.common import rot
 
 Prim = tuple[np.ndarray, np.ndarray]  # (vertices (V, 3) float64, faces (F, 3) int64)
 
@@ -47,18 +47,6 @@ class PartMesh:
 # ----------------------------------------------------------------------------------------------
 # Small linear-algebra helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def rot(axis: str, angle: float) -> np.ndarray:
-    """(3, 3) rotation matrix about the x, y or z axis by ``angle`` radians (right-handed)."""
-    c, s = math.cos(angle), math.sin(angle)
-    if axis == "x":
-        return np.array([[1.0, 0, 0], [0, c, -s], [0, s, c]])
-    if axis == "y":
-        return np.array([[c, 0, s], [0, 1.0, 0], [-s, 0, c]])
-    if axis == "z":
-        return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
-    raise ValueError(f"rot: axis must be 'x', 'y' or 'z', got {axis!r}")
 
 
 def xf(prim: Prim, R: np.ndarray | None = None, t: Sequence[float] | None = None,
@@ -316,35 +304,6 @@ class Builder:
                         self.vocab)
 
 
-def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Unit face normals (F, 3); degenerate faces get (0, 1, 0)."""
-    a, b, c = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
-    n = np.cross(b - a, c - a)
-    norm = np.linalg.norm(n, axis=1, keepdims=True)
-    out = np.where(norm > 1e-12, n / np.maximum(norm, 1e-12), np.array([0.0, 1.0, 0.0]))
-    return out
-
-
-def face_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Triangle areas (F,)."""
-    a, b, c = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
-    return 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
-
-
-def sample_surface(mesh: PartMesh, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Area-weighted uniform surface samples: points (n, 3) float64 and their face index (n,) int64."""
-    area = face_areas(mesh.vertices, mesh.faces)
-    cum = np.cumsum(area)
-    face = np.searchsorted(cum, rng.random(n) * cum[-1], side="right")
-    face = np.minimum(face, len(area) - 1)
-    u1, u2 = rng.random(n), rng.random(n)
-    s = np.sqrt(u1)
-    w0, w1, w2 = 1.0 - s, s * (1.0 - u2), s * u2
-    tri = mesh.vertices[mesh.faces[face]]  # (n, 3, 3)
-    pts = w0[:, None] * tri[:, 0] + w1[:, None] * tri[:, 1] + w2[:, None] * tri[:, 2]
-    return pts, face
-
-
 def transform(mesh: PartMesh, R: np.ndarray | None = None, t: Sequence[float] | None = None,
               scale: float = 1.0) -> PartMesh:
     """Returns a copy with vertices -> (scale * v) @ R.T + t."""
@@ -360,15 +319,6 @@ def normalize_bbox_diagonal(mesh: PartMesh) -> PartMesh:
     """Centre the bounding box at the origin and scale its diagonal to 1 (ShapeNetCore v1 convention)."""
     lo, hi = mesh.vertices.min(0), mesh.vertices.max(0)
     return transform(mesh, t=-(lo + hi) / 2 / np.linalg.norm(hi - lo), scale=1.0 / np.linalg.norm(hi - lo))
-
-
-def unit_sphere(points: np.ndarray) -> np.ndarray:
-    """(N, 3) -> (N, 3) float32: centroid at the origin, largest norm 1 (ModelNet40's HDF5
-    convention, PointNet's). Computed in float64."""
-    p = np.asarray(points, dtype=np.float64)
-    p = p - p.mean(axis=0)
-    radius = float(np.linalg.norm(p, axis=1).max())
-    return (p / radius if radius > 0 else p).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------

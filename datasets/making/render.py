@@ -33,7 +33,7 @@ def _require_embree():
         from embreex.mesh_construction import TriangleMesh
     except ImportError as exc:  # a clear message instead of a 1000x slower fallback
         raise ImportError(
-            "datasets.render needs the 'embreex' package (Embree ray tracing, used through trimesh). "
+            "datasets.making.render needs the 'embreex' package (Embree ray tracing, used through trimesh). "
             "Install it with `pip install embreex` (it is in requirements.txt)."
         ) from exc
     return rtcore_scene, TriangleMesh

@@ -13,7 +13,7 @@ Input layouts (class names are the folder names)::
     DIR/<class>/<name>.<ext>                  # train/test split drawn here (--test_fraction)
     DIR/<class>/{train,test}/<name>.<ext>     # ModelNet's raw layout: the split comes from the folders
 
-``<ext>``: any of ``datasets.meshes.MESH_EXTENSIONS`` (OFF, OBJ, PLY, STL, GLB, GLTF; case-insensitive).
+``<ext>``: any of ``datasets.making.meshes.MESH_EXTENSIONS`` (OFF, OBJ, PLY, STL, GLB, GLTF; case-insensitive).
 Other files (materials, textures, notes) are listed as ignored; hidden files and folders are skipped.
 The two layouts cannot be mixed. An object is named after its file (``chair/a.obj`` -> ``a``); when two
 files of a class share a name, each is named after its path inside the class folder with the extension
@@ -30,7 +30,7 @@ Written under ROOT::
     prepare_report.json                                    # this run: usable/skipped per class, reasons
     .prepare/                                              # settings, lock, one completion mark per object
 
-Each object (see ``datasets.meshes`` for reading and validation): the mesh is read (scenes merged),
+Each object (see ``datasets.making.meshes`` for reading and validation): the mesh is read (scenes merged),
 ``--up_axis z`` turns z-up input into y-up, then the bounding box is centred and its diagonal scaled to 1
 (ShapeNetCore v1, like the published clouds and renderings). The PLY holds ``--num_points`` points drawn
 uniformly over the surface area. The renders follow 3D-R2N2 (as ``datasets.synthetic`` does): azimuth
@@ -86,15 +86,14 @@ from typing import Sequence
 
 import numpy as np
 
-from datasets import render as rd
 from datasets.custom import CUSTOM_DIR
 from datasets.io import DatasetError, read_ply_points, write_ply
-from datasets.meshes import (COMPANION_EXTENSIONS, MESH_EXTENSIONS, UP_AXES, load_mesh,
-                             normalize_mesh, sample_surface, unit_sphere, unreadable_reason)
-from datasets.parallel import Runner
-from datasets.render import IMAGE_SIZE
-from datasets.synthetic import text_key, write_split_files
-from datasets.synthetic_shapes import face_normals
+from datasets.making import render as rd
+from datasets.making.common import face_normals, text_key, unit_sphere, write_split_files
+from datasets.making.meshes import (COMPANION_EXTENSIONS, MESH_EXTENSIONS, UP_AXES, load_mesh,
+                                    normalize_mesh, sample_surface, unreadable_reason)
+from datasets.making.parallel import Runner
+from datasets.making.render import IMAGE_SIZE
 from util.fileio import DirLock, DiskFullError, LockHeldError, atomic_write_text, read_json
 
 __all__ = ["prepare", "main", "PrepareError", "Source", "scan_input", "object_rng",
@@ -158,6 +157,68 @@ def _visible(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
+def _class_meshes(root: Path, folder: Path, ignored: list[dict]) -> tuple[list[tuple[Path, str | None]], bool]:
+    """The mesh files of one class folder as (file, split from its train/ or test/ folder, else None),
+    and whether the folder has train/test folders; what is not a mesh is appended to ``ignored``."""
+    cls = folder.name
+    files: list[tuple[Path, str | None]] = []
+    children = _visible(folder)
+    split_dirs = [c for c in children if c.is_dir() and c.name in SPLITS]
+    for c in children:
+        if c.is_dir():
+            if c.name not in SPLITS:
+                ignored.append({"file": c.relative_to(root).as_posix() + "/",
+                                "reason": "sub-folder other than train/ or test/ (not searched)"})
+                continue
+            for f in _visible(c):
+                files.append((f, c.name))
+        else:
+            files.append((c, None))
+    meshes: list[tuple[Path, str | None]] = []
+    for f, split in files:
+        rel = f.relative_to(root).as_posix()
+        ext = f.suffix.lower()
+        if f.is_dir():
+            ignored.append({"file": rel + "/", "reason": "folder inside a split folder "
+                                                         "(not searched)"})
+        elif ext in MESH_EXTENSIONS:
+            if split_dirs and split is None:
+                raise PrepareError(f"--input {root}: {rel} lies next to the train/test folders "
+                                   f"of class '{cls}'; move it into train/ or test/")
+            meshes.append((f, split))
+        elif ext in COMPANION_EXTENSIONS:
+            ignored.append({"file": rel, "reason": "companion file (material, texture or "
+                                                   "buffer), read with its mesh"})
+        else:
+            ignored.append({"file": rel, "reason": f"unsupported extension {f.suffix!r} "
+                                                   f"(meshes: {', '.join(MESH_EXTENSIONS)})"})
+    return meshes, bool(split_dirs)
+
+
+def _named_sources(root: Path, found: dict[str, list[tuple[Path, str | None]]]) -> list[Source]:
+    """One :class:`Source` per mesh file, named after its file (after its path inside the class folder
+    when two files of a class share a stem); two files mapping to one object raise PrepareError."""
+    sources = []
+    for cls, meshes in found.items():
+        stems: dict[str, int] = {}
+        for f, _ in meshes:
+            stems[f.stem] = stems.get(f.stem, 0) + 1
+        for f, split in meshes:
+            inside = f.relative_to(root / cls)
+            if stems[f.stem] == 1:
+                name = f.stem
+            else:  # same stem twice in the class: name it after its path and extension
+                name = "__".join(inside.parts[:-1] + (f"{f.stem}_{f.suffix[1:].lower()}",))
+            sources.append(Source(cls, name, split, str(f), f.relative_to(root).as_posix()))
+    by_key: dict[tuple[str, str], Source] = {}
+    for s in sources:
+        if (s.cls, s.name) in by_key:
+            raise PrepareError(f"--input {root}: {by_key[(s.cls, s.name)].rel} and {s.rel} both map to "
+                               f"object '{s.name}'; rename one of them")
+        by_key[(s.cls, s.name)] = s
+    return sources
+
+
 def scan_input(input_dir: str | os.PathLike) -> tuple[list[Source], list[dict], str, list[str]]:
     """Finds the meshes under ``input_dir``.
 
@@ -180,67 +241,19 @@ def scan_input(input_dir: str | os.PathLike) -> tuple[list[Source], list[dict], 
         if not entry.is_dir():
             ignored.append({"file": entry.name, "reason": "not inside a class folder"})
             continue
-        cls = entry.name
-        files: list[tuple[Path, str | None]] = []
-        children = _visible(entry)
-        split_dirs = [c for c in children if c.is_dir() and c.name in SPLITS]
-        for c in children:
-            if c.is_dir():
-                if c.name not in SPLITS:
-                    ignored.append({"file": c.relative_to(root).as_posix() + "/",
-                                    "reason": "sub-folder other than train/ or test/ (not searched)"})
-                    continue
-                for f in _visible(c):
-                    files.append((f, c.name))
-            else:
-                files.append((c, None))
-        meshes: list[tuple[Path, str | None]] = []
-        for f, split in files:
-            rel = f.relative_to(root).as_posix()
-            ext = f.suffix.lower()
-            if f.is_dir():
-                ignored.append({"file": rel + "/", "reason": "folder inside a split folder "
-                                                             "(not searched)"})
-            elif ext in MESH_EXTENSIONS:
-                if split_dirs and split is None:
-                    raise PrepareError(f"--input {root}: {rel} lies next to the train/test folders "
-                                       f"of class '{cls}'; move it into train/ or test/")
-                meshes.append((f, split))
-            elif ext in COMPANION_EXTENSIONS:
-                ignored.append({"file": rel, "reason": "companion file (material, texture or "
-                                                       "buffer), read with its mesh"})
-            else:
-                ignored.append({"file": rel, "reason": f"unsupported extension {f.suffix!r} "
-                                                       f"(meshes: {', '.join(MESH_EXTENSIONS)})"})
-        if split_dirs:
-            split_classes.append(cls)
+        meshes, has_split_dirs = _class_meshes(root, entry, ignored)
+        if has_split_dirs:
+            split_classes.append(entry.name)
         elif meshes:  # an empty class folder says nothing about the layout
-            flat_classes.append(cls)
-        found[cls] = meshes
+            flat_classes.append(entry.name)
+        found[entry.name] = meshes
     if not found:
         raise PrepareError(f"--input {root}: no class folder (expected DIR/<class>/<name>.<ext>)")
     if split_classes and flat_classes:
         raise PrepareError(
             f"--input {root}: mixed layouts: classes {split_classes[:5]} have train/test folders, "
             f"classes {flat_classes[:5]} do not; use one layout for every class")
-    sources = []
-    for cls, meshes in found.items():
-        stems: dict[str, int] = {}
-        for f, _ in meshes:
-            stems[f.stem] = stems.get(f.stem, 0) + 1
-        for f, split in meshes:
-            inside = f.relative_to(root / cls)
-            if stems[f.stem] == 1:
-                name = f.stem
-            else:  # same stem twice in the class: name it after its path and extension
-                name = "__".join(inside.parts[:-1] + (f"{f.stem}_{f.suffix[1:].lower()}",))
-            sources.append(Source(cls, name, split, str(f), f.relative_to(root).as_posix()))
-    by_key: dict[tuple[str, str], Source] = {}
-    for s in sources:
-        if (s.cls, s.name) in by_key:
-            raise PrepareError(f"--input {root}: {by_key[(s.cls, s.name)].rel} and {s.rel} both map to "
-                               f"object '{s.name}'; rename one of them")
-        by_key[(s.cls, s.name)] = s
+    sources = _named_sources(root, found)
     return (sorted(sources, key=lambda s: (s.cls, s.name)), ignored,
             "modelnet" if split_classes else "folders", sorted(found))
 
@@ -274,7 +287,7 @@ def render_views(mesh, rng: np.random.Generator, n_views: int, out_dir: Path,
                  albedo: Sequence[float] = ALBEDO, size: int = IMAGE_SIZE) -> None:
     """Writes ``00.png ..`` (size x size RGBA, transparent background), ``renderings.txt`` and
     ``rendering_metadata.txt`` for a mesh normalised to bounding-box diagonal 1 (vertices (V, 3),
-    faces (F, 3)), every face coloured ``albedo``, through :func:`datasets.render.render_views`
+    faces (F, 3)), every face coloured ``albedo``, through :func:`datasets.making.render.render_views`
     (the cameras are drawn from ``rng``; see the module docstring)."""
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64)
@@ -712,6 +725,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"error: {report['message']}", file=sys.stderr)
     return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,9 @@
 """Dataset tables (class lists, part numbering), defined once for the whole project.
 
 Standard library only, so every layer may import it (``tests/test_boundaries.py`` checks both).
-``datasets.shapenet_part`` / ``datasets.scanobjectnn`` / ``datasets`` re-export these under their
-historical names; ``metrics.partseg_iou`` takes its default part table from here.
+``datasets.shapenet_part`` and ``datasets.scanobjectnn`` export them under short names
+(``CATEGORIES``, ``PART_OFFSETS``, ...); the part-segmentation metrics take their default part table
+from here.
 
 ShapeNetPart (see data/README.md): 16 categories in the order of ``all_object_categories.txt``
 (label i -> ``SHAPENET_PART_CATEGORIES[i]``), 50 parts whose global ids are contiguous in that

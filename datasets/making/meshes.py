@@ -23,9 +23,9 @@ Normalisation (objects come in any unit and pose; only translation, scale and th
    bounding-box diagonal to 1 (the ShapeNetCore v1 convention of the published ShapeNetRender
    clouds and 3D-R2N2 renderings). The result does not depend on the input's unit: the same mesh
    scaled by 1e-3 or 1e4 gives the same normalised mesh up to float rounding.
-3. :func:`unit_sphere` (classification clouds, the ModelNet40 HDF5 convention): centroid at the
-   origin, largest point norm 1. Defined in ``datasets.synthetic_shapes`` (the synthetic generator
-   normalises its clouds with it too) and exported here.
+3. ``unit_sphere`` (classification clouds, the ModelNet40 HDF5 convention): centroid at the
+   origin, largest point norm 1. Defined in ``datasets/making/common.py``, shared with the synthetic
+   generator, which normalises its clouds with it too.
 
 Rejected as degenerate (with the reason): no faces, a face index outside the vertex list, NaN/inf
 vertex coordinates, all vertices at one point (collapsed bounding box), zero surface area (every
@@ -54,12 +54,12 @@ import trimesh
 
 from util.progress import progress_bar
 
-from .io import DatasetError, read_h5, read_ply_points
-from .synthetic_shapes import face_areas, sample_surface as _sample_faces, unit_sphere
+from datasets.io import DatasetError, read_h5, read_ply_points
+from datasets.making.common import face_areas, sample_surface as _sample_faces, unit_sphere
 
 __all__ = [
     "MeshError", "MESH_EXTENSIONS", "POINT_EXTENSIONS", "COMPANION_EXTENSIONS", "UP_AXES",
-    "load_mesh", "normalize_mesh", "sample_surface", "unit_sphere", "z_up_to_y_up",
+    "load_mesh", "normalize_mesh", "sample_surface", "z_up_to_y_up",
     "ply_face_count", "input_kind", "read_point_file", "find_inputs", "UnsupportedFilesWarning",
     "encoder_clouds", "read_encoder_clouds", "file_rng", "unreadable_reason",
 ]

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m datasets.contact_sheet --root ROOT --out sheet.png [--cell 96]
+    python -m datasets.making.contact_sheet --root ROOT --out sheet.png [--cell 96]
 
 Works on any data root: the synthetic generator's (``datasets.synthetic`` writes its
 ``contact_sheet.png`` with :func:`make_contact_sheet`), one written by ``datasets.prepare_meshes``,
@@ -11,7 +11,7 @@ or the published layout (data/README.md). One row (or two) per data set present,
 - ShapeNetRender (``ShapeNet/`` + ``ShapeNetRendering/``): for each class folder, the first object
   (sorted, as :class:`datasets.shapenet_render.ShapeNetRender` pairs them) with its first view
   composited on white, and its point cloud. Classes are named after the family of a known ShapeNet
-  synset (``util.meta.SHAPENET_RENDER_CLASSES``, the names the synthetic generator uses), else after
+  synset (``datasets.tables.SHAPENET_RENDER_CLASSES``, the names the synthetic generator uses), else after
   the folder (``prepare_meshes``' classes).
 - ModelNet40 and ``custom_cls`` (``prepare_meshes``' classification set): the first cloud of each
   class in the first train file, coloured by height, named from ``shape_names.txt``.
@@ -36,20 +36,20 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from datasets import synthetic_shapes as ss
+from datasets import tables
 from datasets.custom import CUSTOM_DIR
 from datasets.io import (DatasetError, DatasetNotFoundError, check_labels, check_points, read_h5,
                          read_lines, read_ply_points, split_h5_files)
 from datasets.modelnet40 import MODELNET40_DIR, NUM_CLASSES as MODELNET40_CLASSES
 from datasets.scanobjectnn import SCANOBJECTNN_CLASSES, find_variant_file
 from datasets.shapenet_part import SHAPENET_PART_DIR
+from datasets.making.common import rot
 from datasets.shapenet_render import ShapeNetRender
-import util.meta as meta
 
 __all__ = ["make_contact_sheet", "main"]
 
 CELL = 96
-SYNSET_NAMES = {synset: family for family, synset in meta.SHAPENET_RENDER_CLASSES}
+SYNSET_NAMES = {synset: family for family, synset in tables.SHAPENET_RENDER_CLASSES}
 Cells = list[tuple[str, Image.Image]]  # (label, cell image) per class
 
 
@@ -59,7 +59,7 @@ def _scatter(points: np.ndarray, colors: np.ndarray, size: int = CELL) -> Image.
     points: (N, 3); colors: (N, 3) floats in [0, 1]. Returns a size x size RGB image.
     """
     p = points - (points.max(0) + points.min(0)) / 2
-    p = p @ ss.rot("y", math.radians(-35)).T @ ss.rot("x", math.radians(20)).T
+    p = p @ rot("y", math.radians(-35)).T @ rot("x", math.radians(20)).T
     scale = 0.45 * size / max(float(np.abs(p[:, :2]).max()), 1e-9)
     col = np.clip((p[:, 0] * scale + size / 2).astype(int), 0, size - 2)
     row = np.clip((size / 2 - p[:, 1] * scale).astype(int), 0, size - 2)
@@ -169,7 +169,7 @@ def _rows(root: Path, cell: int) -> list[tuple[str, Cells]]:
     directory = root / SHAPENET_PART_DIR
     if directory.is_dir():
         path = split_h5_files(directory, "train", "train_hdf5_file_list.txt", "ShapeNetPart split 'train'")[0]
-        names = [c.capitalize() for c in meta.SHAPENET_PART_CATEGORIES]
+        names = [c.capitalize() for c in tables.SHAPENET_PART_CATEGORIES]
         rows.append(("ShapeNetPart (colour: part id)",
                      _per_class(path, names, lambda p, e: _part_colors(e["pid"]), cell, ("pid",))))
     return rows
@@ -210,7 +210,7 @@ def make_contact_sheet(root: str | os.PathLike, out_path: str | os.PathLike, cel
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m datasets.contact_sheet",
+    p = argparse.ArgumentParser(prog="python -m datasets.making.contact_sheet",
                                 description="Draw a contact sheet of a data root (synthetic, prepared by "
                                             "datasets.prepare_meshes, or the published layout).")
     p.add_argument("--root", required=True, help="data root")

@@ -2,15 +2,16 @@
 
 The machines this project runs on have no internet, so tests, CI and the quickstart use procedurally
 generated data that the same loaders read. Objects are assemblies of primitives
-(``datasets/synthetic_shapes.py``); classes differ by structure, with random proportions and
-optional sub-parts. Shaded views are ray cast with Embree (``datasets/render.py``).
+(``datasets/synthetic/shapes.py``); classes differ by structure, with random proportions and
+optional sub-parts. Shaded views are ray cast with Embree (``datasets/making/render.py``).
+``python -m datasets.synthetic`` runs :func:`main` (``datasets/synthetic/__main__.py``).
 
 Usage::
 
     python -m datasets.synthetic --root data/synthetic --preset small --seed 0 [--workers 2]
     python -m datasets.synthetic --root DIR --preset tiny --only modelnet40,scanobjectnn
 
-    from datasets.synthetic import generate
+    from datasets.synthetic.generator import generate
     summary = generate("data/synthetic", preset="tiny", seed=0)
 
 Layouts written under ROOT (see data/README.md for the real ones):
@@ -39,7 +40,7 @@ Layouts written under ROOT (see data/README.md for the real ones):
   16-category / 50-part numbering), ``all_object_categories.txt``, ``{train,val,test}_hdf5_file_list.txt``,
   ``overallid_to_catid_partid.json``, ``catid_partid_to_overallid.json``.
 - ``contact_sheet.png`` (one render and one point cloud per class, plus samples of every layout;
-  drawn by ``datasets.contact_sheet``, which draws any data root) and ``SYNTHETIC.json`` (preset,
+  drawn by ``datasets.making.contact_sheet``, which draws any data root) and ``SYNTHETIC.json`` (preset,
   seed, version, counts, classes), written last.
 
 Determinism: every object's random generator is derived from (seed, dataset, class, split, index),
@@ -63,33 +64,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import h5py
 import numpy as np
 
-from datasets import render as rd
-from datasets import synthetic_shapes as ss
-from datasets.contact_sheet import make_contact_sheet
+from datasets import tables
 from datasets.io import write_ply
-from datasets.parallel import Runner
+from datasets.making import render as rd
+from datasets.making.common import (face_normals, rot, sample_surface, text_key, unit_sphere, write_h5,
+                                    write_split_files)
+from datasets.making.contact_sheet import make_contact_sheet
+from datasets.making.parallel import Runner
+from datasets.provenance import MARKER
 from datasets.scanobjectnn import VARIANTS as SCANOBJECTNN_VARIANTS
+from datasets.synthetic import shapes as ss
 from util.fileio import atomic_write_text, pid_alive, read_json
-import util.meta as meta
 
 VERSION = 1
-MARKER = "SYNTHETIC.json"
-
-
-def data_kind(root: str | os.PathLike) -> str:
-    """"synthetic" when ``root`` holds this generator's marker file, else "real" (labels reported numbers)."""
-    return "synthetic" if (Path(root) / MARKER).is_file() else "real"
-
-
-def data_seed(root: str | os.PathLike) -> int | None:
-    """The seed the synthetic data under ``root`` was generated with (its marker's ``seed``); None for real data
-    (no marker) or a marker without a seed. An unreadable marker raises InputFileError naming it."""
-    marker = _read_json(Path(root) / MARKER)
-    seed = marker.get("seed") if isinstance(marker, dict) else None
-    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 SWAP_NOTE = ".synthetic-swap.json"
 TMP_PREFIX = ".synthetic-tmp-"
 NUM_POINTS = 2048
@@ -108,7 +97,7 @@ FOLDERS = {
 
 # The 13 3D-R2N2 / ShapeNetRender classes: (family, ShapeNet synset id); each class name is also the
 # name of the synthetic family that stands in for it.
-SHAPENET_RENDER_CLASSES = meta.SHAPENET_RENDER_CLASSES
+SHAPENET_RENDER_CLASSES = tables.SHAPENET_RENDER_CLASSES
 # ModelNet40-style classes: (name in shape_names.txt, family). The first 13 share a family with the
 # pretraining set; the rest are unseen during pretraining (transfer, as in the paper).
 MODELNET_SHARED = (
@@ -122,13 +111,13 @@ MODELNET_UNSEEN = (
     ("bowl", "bowl"), ("stairs", "stairs"), ("vase", "vase"),
 )
 # ScanObjectNN's 15 classes in the official label order.
-SCANOBJECTNN_CLASSES = meta.SCANOBJECTNN_CLASSES
+SCANOBJECTNN_CLASSES = tables.SCANOBJECTNN_CLASSES
 # ShapeNetPart: (category name as in all_object_categories.txt, synset, family); the family of each
 # category is the synthetic family of the same (lower-case) name.
 SHAPENET_PART_CATEGORIES = tuple((name.capitalize(), synset, name) for name, synset
-                                 in zip(meta.SHAPENET_PART_CATEGORIES, meta.SHAPENET_PART_SYNSETS))
-PARTS_PER_CATEGORY = meta.SHAPENET_PART_PARTS_PER_CATEGORY
-PART_OFFSETS = meta.SHAPENET_PART_OFFSETS
+                                 in zip(tables.SHAPENET_PART_CATEGORIES, tables.SHAPENET_PART_SYNSETS))
+PARTS_PER_CATEGORY = tables.SHAPENET_PART_PARTS_PER_CATEGORY
+PART_OFFSETS = tables.SHAPENET_PART_OFFSETS
 
 
 @dataclass(frozen=True)
@@ -158,11 +147,6 @@ PRESETS = {
 # ----------------------------------------------------------------------------------------------
 # Random generators and small helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def text_key(text: str) -> int:
-    """A stable integer of a name (crc32 of its UTF-8), for seeding generators by name."""
-    return zlib.crc32(text.encode("utf-8"))
 
 
 def object_rng(seed: int, dataset: str, cls: str, split: str, index: int) -> np.random.Generator:
@@ -196,10 +180,10 @@ def _visible_samples(mesh: ss.PartMesh, n: int, rng: np.random.Generator,
                      caster: rd.RayCaster | None = None) -> tuple[np.ndarray, np.ndarray]:
     """n area-uniform samples on the outer surface (points (n, 3), face index (n,))."""
     caster = caster or rd.RayCaster(mesh.vertices, mesh.faces)
-    normals = ss.face_normals(mesh.vertices, mesh.faces)
+    normals = face_normals(mesh.vertices, mesh.faces)
     pts_list, face_list, have = [], [], 0
     for _ in range(4):
-        pts, face = ss.sample_surface(mesh, int(n * 1.3) + 64, rng)
+        pts, face = sample_surface(mesh, int(n * 1.3) + 64, rng)
         keep = rd.exterior_mask(caster, pts, normals[face], rng, n_dirs=6)
         pts_list.append(pts[keep])
         face_list.append(face[keep])
@@ -208,16 +192,9 @@ def _visible_samples(mesh: ss.PartMesh, n: int, rng: np.random.Generator,
             break
     pts, face = np.concatenate(pts_list), np.concatenate(face_list)
     if len(pts) < n:  # pathological mesh: fall back to plain surface samples
-        extra_p, extra_f = ss.sample_surface(mesh, n - len(pts), rng)
+        extra_p, extra_f = sample_surface(mesh, n - len(pts), rng)
         pts, face = np.concatenate([pts, extra_p]), np.concatenate([face, extra_f])
     return pts[:n], face[:n]
-
-
-def write_h5(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """An HDF5 file with one dataset per key; no timestamps, so identical arrays give identical bytes."""
-    with h5py.File(path, "w") as f:
-        for k, a in arrays.items():
-            f.create_dataset(k, data=a, track_times=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,7 +214,7 @@ def _shapenet_render_object(task: tuple) -> str:
     out = Path(tmp) / "ShapeNetRendering" / synset / oid / "rendering"
     out.mkdir(parents=True, exist_ok=True)
     albedo = _palette(rng, len(mesh.part_names))[mesh.face_part]  # (F, 3)
-    normals = ss.face_normals(mesh.vertices, mesh.faces)  # (F, 3)
+    normals = face_normals(mesh.vertices, mesh.faces)  # (F, 3)
     rd.render_views(caster, mesh.vertices, normals, albedo, rng, n_views, out)
     return oid
 
@@ -246,9 +223,9 @@ def _modelnet_cloud(seed: int, family: str, split: str, index: int) -> dict[str,
     rng = object_rng(seed, "modelnet40", family, split, index)
     mesh = ss.normalize_bbox_diagonal(ss.build_object(family, rng))
     pts, face = _visible_samples(mesh, NUM_POINTS, rng)
-    R = ss.rot("y", rng.uniform(-np.pi / 6, np.pi / 6))  # ModelNet40 is roughly, not exactly, aligned
-    normals = ss.face_normals(mesh.vertices, mesh.faces)[face] @ R.T
-    return {"data": ss.unit_sphere(pts @ R.T), "normal": normals.astype(np.float32),
+    R = rot("y", rng.uniform(-np.pi / 6, np.pi / 6))  # ModelNet40 is roughly, not exactly, aligned
+    normals = face_normals(mesh.vertices, mesh.faces)[face] @ R.T
+    return {"data": unit_sphere(pts @ R.T), "normal": normals.astype(np.float32),
             "faceId": face.astype(np.int32)}
 
 
@@ -258,7 +235,7 @@ def _part_cloud(seed: int, cat_index: int, split: str, index: int) -> dict[str, 
     mesh = ss.normalize_bbox_diagonal(ss.build_object(family, rng))
     pts, face = _visible_samples(mesh, NUM_POINTS, rng)
     pid = PART_OFFSETS[cat_index] + mesh.face_part[face]
-    return {"data": ss.unit_sphere(pts), "pid": pid.astype(np.uint8)}
+    return {"data": unit_sphere(pts), "pid": pid.astype(np.uint8)}
 
 
 def _background(rng: np.random.Generator, obj_lo: np.ndarray, obj_hi: np.ndarray,
@@ -269,14 +246,14 @@ def _background(rng: np.random.Generator, obj_lo: np.ndarray, obj_hi: np.ndarray
     if rng.random() < 0.5:
         a = sensor_az + np.pi + rng.uniform(-0.8, 0.8)
         d = radius * rng.uniform(0.75, 1.1) + rng.uniform(0.0, 0.12)
-        prims.append(ss.box((d * np.cos(a), 0.75, d * np.sin(a)), (0.04, 1.5, 4.0), R=ss.rot("y", -a)))
+        prims.append(ss.box((d * np.cos(a), 0.75, d * np.sin(a)), (0.04, 1.5, 4.0), R=rot("y", -a)))
     for _ in range(int(rng.choice([0, 1, 2, 3], p=[0.25, 0.35, 0.25, 0.15]))):
         a = sensor_az + rng.uniform(0.7, 2 * np.pi - 0.7)
         s = rng.uniform(0.08, 0.35, size=3)
         d = radius + s[[0, 2]].max() * rng.uniform(0.1, 0.6)
         c = (d * np.cos(a), s[1] / 2, d * np.sin(a))
         if rng.random() < 0.6:
-            prims.append(ss.box(c, s, R=ss.rot("y", rng.uniform(0, np.pi))))
+            prims.append(ss.box(c, s, R=rot("y", rng.uniform(0, np.pi))))
         else:
             prims.append(ss.cyl((c[0], 0, c[2]), (c[0], s[1], c[2]), s[0] / 2, n=14))
     return prims
@@ -326,7 +303,7 @@ def _pb_t50_rs_copies(rng: np.random.Generator, scene_q: np.ndarray, scene_obj: 
         sel = rng.choice(len(pts), NUM_POINTS, replace=len(pts) < NUM_POINTS)
         p = pts[sel] - (box_lo + box_hi + 2 * shift) / 2
         p = p / max(float(np.linalg.norm(p, axis=1).max()), 1e-9)
-        p = p @ ss.rot("y", rng.uniform(0, 2 * np.pi)).T * rng.uniform(*PB_SCALE, size=3)
+        p = p @ rot("y", rng.uniform(0, 2 * np.pi)).T * rng.uniform(*PB_SCALE, size=3)
         datas.append(p.astype(np.float32))
         masks.append(np.where(obj[sel], 1, -1).astype(np.int64))
     return np.stack(datas), np.stack(masks)
@@ -339,7 +316,7 @@ def _scan_cloud(seed: int, family: str, split: str, index: int) -> dict[str, np.
     rng = object_rng(seed, "scanobjectnn", family, split, index)
     mesh = ss.normalize_bbox_diagonal(ss.build_object(family, rng))
     lo_o, hi_o = mesh.vertices.min(0), mesh.vertices.max(0)
-    R = ss.rot("y", rng.uniform(0, 2 * np.pi))
+    R = rot("y", rng.uniform(0, 2 * np.pi))
     t = np.array([0.0, -lo_o[1], 0.0])  # stand on the floor (y = 0)
     v = (mesh.vertices + t) @ R.T
     az = rng.uniform(0, 2 * np.pi)  # where the (first) sensor position is
@@ -394,8 +371,8 @@ def _scan_cloud(seed: int, family: str, split: str, index: int) -> dict[str, np.
     obj_idx = np.flatnonzero(obj)
     sel_obj = obj_idx[rng.choice(len(obj_idx), NUM_POINTS, replace=len(obj_idx) < NUM_POINTS)]
     mask = np.where(obj[sel], 1, -1).astype(np.int64)
-    return {"data": ss.unit_sphere(pts[sel]), "mask": mask,
-            "data_nobg": ss.unit_sphere(pts[sel_obj]),
+    return {"data": unit_sphere(pts[sel]), "mask": mask,
+            "data_nobg": unit_sphere(pts[sel_obj]),
             "pb_data": pb_data, "pb_mask": pb_mask}
 
 
@@ -445,20 +422,6 @@ def _gen_h5_splits(dataset: str, classes: list[tuple[int, str]], splits: dict[st
         order = _order(seed, dataset, split, len(flat))
         out[split] = ([flat[i] for i in order], labels[order])
     return out
-
-
-def write_split_files(folder: Path, prefix: str, arrays: dict[str, np.ndarray], per_file: int = 2048) -> list[str]:
-    """Writes ``{prefix}0.h5, {prefix}1.h5, ...`` with at most ``per_file`` shapes each (as published;
-    one file, empty arrays, when N = 0). arrays: {key: (N, ...)}, all split along axis 0 alike.
-    Returns the file names in order (shape i is row i % per_file of file i // per_file)."""
-    n = len(next(iter(arrays.values())))
-    names = []
-    for k, start in enumerate(range(0, max(n, 1), per_file)):
-        sl = slice(start, start + per_file)
-        name = f"{prefix}{k}.h5"
-        write_h5(folder / name, {key: val[sl] for key, val in arrays.items()})
-        names.append(name)
-    return names
 
 
 def _gen_modelnet40(tmp: Path, cfg: Preset, seed: int, runner: Runner) -> dict:
@@ -572,6 +535,69 @@ def _parse_only(only: str | Iterable[str] | None) -> list[str]:
     return [n for n in DATASETS if n in names]
 
 
+def _plan(root: Path, preset: str, seed: int, names: list[str], force: bool
+          ) -> tuple[dict | None, bool, dict[str, dict], list[str]]:
+    """What a run under ``root`` keeps and writes: (its marker or None, whether the marker is of this
+    preset, seed and version, {dataset: marker entry} kept as they are, datasets to generate).
+    Raises FileExistsError when the marker describes other synthetic data and ``force`` is off."""
+    marker = _read_json(root / MARKER)
+    same = marker is not None and marker.get("preset") == preset and marker.get("seed") == seed \
+        and marker.get("version") == VERSION
+    if marker is not None and not same and not force:
+        raise FileExistsError(
+            f"{root / MARKER} describes other synthetic data (preset={marker.get('preset')!r}, "
+            f"seed={marker.get('seed')!r}, version={marker.get('version')!r}); pass force=True / --force "
+            f"to replace it, or choose another --root")
+    done = dict(marker.get("datasets", {})) if same else {}
+    done = {n: v for n, v in done.items()
+            if all((root / f).is_dir() for f in FOLDERS[n]) and MARKER_NEEDS.get(n, "counts") in v}
+    todo = list(names) if force else [n for n in names if n not in done]
+    done = {n: v for n, v in done.items() if n not in todo}  # kept as they are
+    return marker, same, done, todo
+
+
+def _ours_or_refuse(root: Path, marker: dict | None, todo: list[str], force: bool) -> set[str]:
+    """The folders under ``root`` that the marker lists as synthetic. Without ``force``, a folder that
+    ``todo`` would replace and no marker lists raises FileExistsError."""
+    ours = set()
+    if marker is not None:
+        ours = {f for v in marker.get("datasets", {}).values() for f in v.get("folders", [])}
+    if not force:
+        foreign = [f for n in todo for f in FOLDERS[n] if (root / f).exists() and f not in ours]
+        if foreign:
+            raise FileExistsError(
+                f"{root} already has {', '.join(foreign)} that no {MARKER} marks as synthetic (real data, or "
+                f"a run killed while moving folders into place); pass force=True / --force to replace it, "
+                f"or choose another --root")
+    return ours
+
+
+def _move_into_place(root: Path, tmp: Path, moving: list[str], stale: list[str]) -> None:
+    """Removes the marker and the ``stale`` folders, then moves the folders ``moving`` from ``tmp`` into
+    ``root`` (an existing one goes into ``tmp``). The swap note lists them all first, so that a killed
+    run's half-moved folders are removed by the next run (:func:`_clean_stale`)."""
+    atomic_write_text(root / SWAP_NOTE, json.dumps({"folders": sorted(set(moving + stale))}))
+    (root / MARKER).unlink(missing_ok=True)
+    for f in stale:
+        shutil.rmtree(root / f, ignore_errors=True)
+    for f in moving:
+        if (root / f).exists():
+            os.replace(root / f, tmp / f"old-{f}")
+        os.replace(tmp / f, root / f)
+
+
+def _write_sheet_and_marker(root: Path, tmp: Path, marker: dict) -> float:
+    """Draws ``root``'s contact sheet, then writes the marker and removes the swap note; returns the
+    seconds the contact sheet took."""
+    t0 = time.perf_counter()
+    make_contact_sheet(root, tmp / "contact_sheet.png")
+    os.replace(tmp / "contact_sheet.png", root / "contact_sheet.png")
+    seconds = time.perf_counter() - t0
+    atomic_write_text(root / MARKER, json.dumps(marker, indent=1, sort_keys=True) + "\n")
+    (root / SWAP_NOTE).unlink()
+    return seconds
+
+
 def generate(root: str | os.PathLike, preset: str = "tiny", seed: int = 0, progress: bool = True,
              only: str | Iterable[str] | None = None, workers: int = 1, force: bool = False) -> dict:
     """Writes the synthetic datasets under ``root`` and returns a summary.
@@ -597,35 +623,14 @@ def generate(root: str | os.PathLike, preset: str = "tiny", seed: int = 0, progr
     root.mkdir(parents=True, exist_ok=True)
     _clean_stale(root)
     t_start = time.perf_counter()
-    marker = _read_json(root / MARKER)
-    same = marker is not None and marker.get("preset") == preset and marker.get("seed") == int(seed) \
-        and marker.get("version") == VERSION
-    if marker is not None and not same and not force:
-        raise FileExistsError(
-            f"{root / MARKER} describes other synthetic data (preset={marker.get('preset')!r}, "
-            f"seed={marker.get('seed')!r}, version={marker.get('version')!r}); pass force=True / --force "
-            f"to replace it, or choose another --root")
-    done = dict(marker.get("datasets", {})) if same else {}
-    done = {n: v for n, v in done.items()
-            if all((root / f).is_dir() for f in FOLDERS[n]) and MARKER_NEEDS.get(n, "counts") in v}
-    todo = list(names) if force else [n for n in names if n not in done]
-    done = {n: v for n, v in done.items() if n not in todo}  # kept as they are
+    marker, same, done, todo = _plan(root, preset, int(seed), names, force)
     if not todo:
         if progress:
             print(f"[synthetic] reusing {root} (preset={preset}, seed={seed})", file=sys.stderr)
         return {"root": str(root), "preset": preset, "seed": int(seed), "version": VERSION, "reused": True,
                 "datasets": {n: done[n] for n in names}, "seconds": {"total": time.perf_counter() - t_start},
                 "contact_sheet": str(root / "contact_sheet.png")}
-    ours = set()
-    if marker is not None:
-        ours = {f for v in marker.get("datasets", {}).values() for f in v.get("folders", [])}
-    if not force:
-        foreign = [f for n in todo for f in FOLDERS[n] if (root / f).exists() and f not in ours]
-        if foreign:
-            raise FileExistsError(
-                f"{root} already has {', '.join(foreign)} that no {MARKER} marks as synthetic (real data, or "
-                f"a run killed while moving folders into place); pass force=True / --force to replace it, "
-                f"or choose another --root")
+    ours = _ours_or_refuse(root, marker, todo, force)
     tmp = root / f"{TMP_PREFIX}{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -643,23 +648,10 @@ def generate(root: str | os.PathLike, preset: str = "tiny", seed: int = 0, progr
             stale = sorted(ours)
         else:
             stale = []
-        moving = [f for n in todo for f in FOLDERS[n]]
-        atomic_write_text(root / SWAP_NOTE, json.dumps({"folders": sorted(set(moving + stale))}))
-        (root / MARKER).unlink(missing_ok=True)
-        for f in stale:
-            shutil.rmtree(root / f, ignore_errors=True)
-        for f in moving:
-            if (root / f).exists():
-                os.replace(root / f, tmp / f"old-{f}")
-            os.replace(tmp / f, root / f)
+        _move_into_place(root, tmp, [f for n in todo for f in FOLDERS[n]], stale)
         new_marker = {"generator": "datasets.synthetic", "version": VERSION, "preset": preset, "seed": int(seed),
                       "datasets": {**done, **info}}
-        t0 = time.perf_counter()
-        make_contact_sheet(root, tmp / "contact_sheet.png")
-        os.replace(tmp / "contact_sheet.png", root / "contact_sheet.png")
-        seconds["contact_sheet"] = time.perf_counter() - t0
-        atomic_write_text(root / MARKER, json.dumps(new_marker, indent=1, sort_keys=True) + "\n")
-        (root / SWAP_NOTE).unlink()
+        seconds["contact_sheet"] = _write_sheet_and_marker(root, tmp, new_marker)
     finally:
         runner.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -670,7 +662,7 @@ def generate(root: str | os.PathLike, preset: str = "tiny", seed: int = 0, progr
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description="Write synthetic ShapeNetRender / ModelNet40 / ScanObjectNN / "
+    parser = argparse.ArgumentParser(prog="python -m datasets.synthetic", description="Write synthetic ShapeNetRender / ModelNet40 / ScanObjectNN / "
                                                  "ShapeNetPart data in the published file formats.")
     parser.add_argument("--root", default="data/synthetic", help="output folder (default: data/synthetic)")
     parser.add_argument("--preset", default="small", choices=sorted(PRESETS),
@@ -689,7 +681,3 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print("seconds: " + ", ".join(f"{k}={v:.1f}" for k, v in summary["seconds"].items()))
     print(f"contact sheet: {summary['contact_sheet']}" + (" (reused)" if summary["reused"] else ""))
     return summary
-
-
-if __name__ == "__main__":
-    main()
