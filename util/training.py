@@ -29,6 +29,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from util import distributed
 from util.checkpoint import CheckpointError, atomic_torch_save, torch_load_checked
+from util.optim import clip_gradients
 from util.progress import progress_bar
 
 __all__ = [
@@ -445,14 +446,13 @@ def _optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler
     if scaler is not None:
         scaler.scale(loss).backward()
         if grad_clip_norm is not None:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(params, grad_clip_norm)
+            clip_gradients(params, grad_clip_norm, optimizer, scaler)
         scaler.step(optimizer)
         scaler.update()
         return
     loss.backward()
     if grad_clip_norm is not None:
-        nn.utils.clip_grad_norm_(params, grad_clip_norm)
+        clip_gradients(params, grad_clip_norm, optimizer)
     optimizer.step()
 
 
