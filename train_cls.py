@@ -45,10 +45,11 @@ from util.checkpoint import WeightsMeta, summarize_keys
 from metrics.classification import ClsEvaluator, describe, to_model_input
 from util.fileio import atomic_write_text
 from util.logger import Logger
+from util.optim import build_optimizer, clip_gradients
 from util.presets import PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
 from util.run import (AT_LEAST_1, FRACTION, NON_NEGATIVE, PROBABILITY, Run, add_run_arguments, check_args,
                       check_batch, check_points_for_k, epoch_means, every_n_epochs, open_process, write_eval_results)
-from util.training import (EpochMeter, autocast_context, eval_loader, make_grad_scaler, make_optimizer,
+from util.training import (EpochMeter, autocast_context, eval_loader, make_grad_scaler,
                            stratified_split)
 from util.weights import build_classifier_with_init, classifier_init, load_classifier
 
@@ -209,8 +210,7 @@ def finetune(args: argparse.Namespace, run: Run) -> dict[str, Any]:
     train_set, val_set, test_set = splits(args)
     num_classes = len(test_set.class_names) if test_set.class_names else int(test_set.labels.max()) + 1
     model, name, model_args, init_source, init_note = build_model_with_init(args, run, num_classes)
-    optimizer = make_optimizer(args.optimizer, [p for p in model.parameters() if p.requires_grad], args.lr,
-                               args.momentum, args.wd)
+    optimizer = build_optimizer(args.optimizer, model, args.lr, args.wd, args.momentum)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs, eta_min=args.eta_min)
     loader = run.train_loader(train_set, args.batch_size, args.num_workers)
     if args.sync_bn and run.info.is_distributed:
@@ -272,18 +272,17 @@ def train_one_epoch(net: nn.Module, loader: Any, optimizer: torch.optim.Optimize
             loss = smoothed_cross_entropy(logits, y, eps=args.label_smoothing)
             meter.update(step, loss, {"acc": (logits.detach().argmax(dim=1) == y).float().mean()},
                          batch_size=points.shape[0])
-            if scaler is not None:  # fp16: scaled backward; the step is skipped when gradients overflowed
-                scaler.scale(loss).backward()
-                if args.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(params, args.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
+            if scaler is None:
                 loss.backward()
                 if args.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(params, args.grad_clip)
+                    clip_gradients(params, args.grad_clip, optimizer)
                 optimizer.step()
+            else:  # fp16: scaled backward; the step is skipped when the gradients overflowed
+                scaler.scale(loss).backward()
+                if args.grad_clip is not None:
+                    clip_gradients(params, args.grad_clip, optimizer, scaler)  # unscales first
+                scaler.step(optimizer)
+                scaler.update()
             if meter.stop:  # a stop signal: end after this step's update
                 break
     return meter.stats

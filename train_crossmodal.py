@@ -39,6 +39,7 @@ from models.losses import crosspoint_loss, nt_xent
 from models.sync_bn import convert_sync_batchnorm
 from util import distributed
 from util.checkpoint import WeightsMeta
+from util.optim import clip_gradients
 from util.presets import PRETRAIN_K, PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
 from util.run import (AT_LEAST_1, FRACTION, POSITIVE, Run, add_run_arguments, check_args, check_batch,
                       check_points_for_k, epoch_means, every_n_epochs, open_process)
@@ -346,18 +347,17 @@ def train_one_epoch(point_net: nn.Module, image_net: nn.Module | None, loader: D
             loss, parts = forward_loss(point_net, image_net, (pc1, pc2, img), device, args.amp, args.temperature,
                                        gather, channels_last, check_shapes=check_shapes and step == 0)
             meter.update(step, loss, parts, batch_size=pc1.shape[0])  # a sync point every --print_freq steps (NaN check)
-            if scaler is not None:  # fp16: scaled backward; the step is skipped when gradients overflowed
-                scaler.scale(loss).backward()
-                if args.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(params, args.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
+            if scaler is None:
                 loss.backward()
                 if args.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(params, args.grad_clip)
+                    clip_gradients(params, args.grad_clip, optimizer)
                 optimizer.step()
+            else:  # fp16: scaled backward; the step is skipped when the gradients overflowed
+                scaler.scale(loss).backward()
+                if args.grad_clip is not None:
+                    clip_gradients(params, args.grad_clip, optimizer, scaler)  # unscales first
+                scaler.step(optimizer)
+                scaler.update()
             if meter.stop:  # a stop signal: end after this step's update
                 break
     return meter.stats

@@ -43,10 +43,11 @@ from datasets.tables import SHAPENET_PART_ALIASES, SHAPENET_PART_CATEGORIES as C
 from metrics.partseg_iou import format_category_table
 from metrics.partseg import (METRIC_NOTE, PartSegEvaluator, describe_metrics, flat_metrics, model_input,
                           plot_examples)
+from util.optim import build_optimizer, clip_gradients
 from util.presets import PARTSEG_K, PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
 from util.run import (AT_LEAST_0, AT_LEAST_1, FRACTION, NON_NEGATIVE, PROBABILITY, Run, add_run_arguments, check_args,
                       check_batch, check_points_for_k, epoch_means, every_n_epochs, open_process, write_eval_results)
-from util.training import EpochMeter, autocast_context, eval_loader, make_grad_scaler, make_optimizer, stratified_split
+from util.training import EpochMeter, autocast_context, eval_loader, make_grad_scaler, stratified_split
 from util.weights import PARTSEG_HEAD_PREFIXES, build_partseg, load_partseg, partseg_init
 
 PROG = "train_partseg.py"
@@ -252,8 +253,7 @@ def finetune(args: argparse.Namespace, run: Run) -> dict[str, Any]:
     model, model_args, init_source, init_lines = build_model_with_init(args, run, trainval.seg_num_all)
     # Differs from the original: --lr is the learning rate itself (0.1); the original took --lr 0.001 and
     # multiplied it by 100 for SGD. Parameters without gradients (inv_head) are not passed (no effect).
-    optimizer = make_optimizer(args.optimizer, [p for p in model.parameters() if p.requires_grad], args.lr,
-                               args.momentum, args.wd)
+    optimizer = build_optimizer(args.optimizer, model, args.lr, args.wd, args.momentum)
     if args.scheduler == "cos":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs, eta_min=args.eta_min)
     else:
@@ -320,18 +320,17 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
             # Differs from the original: training logs loss and per-point accuracy, not the training-set mIoU.
             acc = (logits.detach().argmax(dim=1) == target).float().mean()
             meter.update(step, loss, {"acc": acc}, batch_size=points.shape[0])
-            if scaler is not None:  # fp16: scaled backward; the step is skipped when gradients overflowed
-                scaler.scale(loss).backward()
-                if args.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(params, args.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
+            if scaler is None:
                 loss.backward()
                 if args.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(params, args.grad_clip)
+                    clip_gradients(params, args.grad_clip, optimizer)
                 optimizer.step()
+            else:  # fp16: scaled backward; the step is skipped when the gradients overflowed
+                scaler.scale(loss).backward()
+                if args.grad_clip is not None:
+                    clip_gradients(params, args.grad_clip, optimizer, scaler)  # unscales first
+                scaler.step(optimizer)
+                scaler.update()
             if meter.stop:  # a stop signal: end after this step's update
                 break
     return meter.stats

@@ -36,6 +36,9 @@ __all__ = [
     "random_input_dropout",
     "scale_and_translate",
     "scale_translate_shuffle",
+    "pointmae_scale_and_translate",
+    "shuffle_pointmae_scale_translate",
+    "CLASSIFICATION_AUGMENTATIONS",
     "crosspoint_point_transform",
     "Resize",
     "ColorJitter",
@@ -179,6 +182,46 @@ def scale_translate_shuffle(points: np.ndarray, rng: np.random.Generator) -> tup
     points = scale_and_translate(points, rng)
     perm = rng.permutation(points.shape[0])  # (N,)
     return points[perm], perm
+
+
+def pointmae_scale_and_translate(points: np.ndarray, rng: np.random.Generator, scale_low: float = 2.0 / 3.0,
+                                 scale_high: float = 3.0 / 2.0, translate_range: float = 0.2) -> np.ndarray:
+    """Point-MAE's ``PointcloudScaleAndTranslate`` (``datasets/data_transforms.py``, defaults 2/3, 3/2, 0.2):
+    per-axis scale U(scale_low, scale_high) and shift U(-translate_range, translate_range), both drawn in float64
+    and cast to float32, then ``points * scale + shift`` in float32 (the original's ``torch.mul`` on the GPU).
+
+    The original transforms a (B, N, 3) batch in place on the GPU, drawing a new scale and shift for each
+    cloud in a Python loop (``tools/runner_finetune.py`` line 145, ``train_transforms``, the same for ModelNet40
+    and ScanObjectNN); one call per cloud here is the same distribution. DGCNN's ``translate_pointcloud``
+    (:func:`scale_and_translate`) draws from the same ranges but computes in float64 before the cast.
+    Returns a new (N, 3) float32 array.
+    """
+    points = np.asarray(_as_points(points), dtype=np.float32)
+    scale = rng.uniform(scale_low, scale_high, size=3).astype(np.float32)  # (3,)
+    shift = rng.uniform(-translate_range, translate_range, size=3).astype(np.float32)  # (3,)
+    return points * scale + shift
+
+
+def shuffle_pointmae_scale_translate(points: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Point-MAE's fine-tuning augmentation of one training cloud: the points in a random order (its datasets'
+    ``np.random.shuffle(pt_idxs)`` for the train subset, ``ScanObjectNNDataset.py`` line 36), then
+    :func:`pointmae_scale_and_translate`. Returns ``(points (N, 3) float32, perm (N,))``.
+
+    Not reproduced: the runner's resampling (``runner_finetune.py`` lines 127-143: farthest-point sampling of
+    1.2 x N points, then N of them at random). On ScanObjectNN's 2048 stored points with N = 2048 it is one
+    more random permutation (nothing to add); on ModelNet40 it picks 1024 of 8192 resampled points, while the
+    HDF5 ModelNet40 used here stores 2048 points and the first N are taken.
+    """
+    perm = rng.permutation(np.asarray(points).shape[0])  # (N,)
+    return pointmae_scale_and_translate(np.asarray(points)[perm], rng), perm
+
+
+# Recipe name (util.presets.RECIPES "augmentation") -> per-cloud training augmentation
+# f(points (N, 3), rng) -> (points (N, 3), perm (N,)).
+CLASSIFICATION_AUGMENTATIONS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
+    "dgcnn": scale_translate_shuffle,
+    "pointmae": shuffle_pointmae_scale_translate,
+}
 
 
 class _Partial:

@@ -82,6 +82,23 @@ def test_extra_arguments_work_without_a_data_root(tmp_path, script):
     assert calls and all("--data_root mydata " in c and c.endswith("--plot") for c in calls)
 
 
+def test_finetune_cls_passes_the_recipe_and_names_it(tmp_path, monkeypatch):
+    """Issue 22: RECIPE=pointmae runs every dataset with --recipe pointmae (in the run names too); unset, the
+    script passes no --recipe (train_cls.py's default, dgcnn)."""
+    repo = _fake_repo(tmp_path, "finetune_cls.sh")
+    monkeypatch.setenv("RECIPE", "pointmae")
+    calls = _run_fake(repo, "finetune_cls.sh", "none", "--seed", "2")
+    assert len(calls) == 4 and all(" --recipe pointmae " in c and c.endswith("--seed 2") for c in calls)
+    assert "--exp_name cls_scanobjectnn_pb_t50_rs_pointmae_scratch " in calls[-1]
+    (repo / "calls.txt").unlink()
+    monkeypatch.delenv("RECIPE")
+    calls = _run_fake(repo, "finetune_cls.sh", "none")
+    assert len(calls) == 4 and not any("--recipe" in c for c in calls)
+    assert "--exp_name cls_modelnet40_scratch" in calls[0]
+    header = (REPO_ROOT / "scripts" / "finetune_cls.sh").read_text().split("set -euo")[0]
+    assert "RECIPE=dgcnn" in header and "RECIPE=pointmae" in header
+
+
 def test_script_sh_and_gpu_check_use_the_venv_python(tmp_path):
     """Issue 24: script.sh ran `python` from PATH (outside the venv); every command now runs the venv's."""
     repo = _fake_repo(tmp_path, "script.sh", "eval_svm.sh", "fsl_script.sh", "gpu_check.sh")

@@ -166,3 +166,32 @@ def test_normalize_numpy_and_torch_paths_agree(dtype):
     fast = T.Normalize()(x)
     ref = T.Normalize()(x.requires_grad_()).detach()  # the torch path
     assert fast.dtype == dtype and torch.allclose(fast, ref)
+
+
+def test_pointmae_scale_and_translate_is_the_originals_float32_math():
+    """Point-MAE datasets/data_transforms.py PointcloudScaleAndTranslate: xyz1 ~ U(2/3, 3/2)^3, xyz2 ~ U(-0.2,
+    0.2)^3, both cast to float32, pc * xyz1 + xyz2 in float32, a new draw per cloud."""
+    pts = _cloud(dtype=np.float64)
+    out = T.pointmae_scale_and_translate(pts, np.random.default_rng(7))
+    rng = np.random.default_rng(7)
+    xyz1 = rng.uniform(low=2.0 / 3.0, high=3.0 / 2.0, size=[3]).astype(np.float32)
+    xyz2 = rng.uniform(low=-0.2, high=0.2, size=[3]).astype(np.float32)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, pts.astype(np.float32) * xyz1 + xyz2)
+    for seed in range(30):  # per-axis factors and shifts within the ranges
+        o = T.pointmae_scale_and_translate(pts, np.random.default_rng(seed)).astype(np.float64)
+        scale = (o[1] - o[0]) / (pts[1] - pts[0])
+        shift = o[0] - pts[0] * scale
+        assert np.all((scale > 2 / 3 - 1e-4) & (scale < 1.5 + 1e-4)) and np.all(np.abs(shift) < 0.2 + 1e-4)
+        assert not np.allclose(scale, scale[0])
+
+
+def test_pointmae_training_augmentation_shuffles_then_scales_and_translates():
+    pts = _cloud(n=64)
+    out, perm = T.shuffle_pointmae_scale_translate(pts, np.random.default_rng(3))
+    rng = np.random.default_rng(3)
+    expected_perm = rng.permutation(64)
+    np.testing.assert_array_equal(perm, expected_perm)
+    np.testing.assert_array_equal(out, T.pointmae_scale_and_translate(pts[expected_perm], rng))
+    assert set(T.CLASSIFICATION_AUGMENTATIONS) == {"dgcnn", "pointmae"}
+    assert T.CLASSIFICATION_AUGMENTATIONS["pointmae"] is T.shuffle_pointmae_scale_translate

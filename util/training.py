@@ -39,7 +39,6 @@ __all__ = [
     "loader_kwargs",
     "make_generator",
     "make_grad_scaler",
-    "make_optimizer",
     "resolve_device",
     "resume_exactness_note",
     "save_training_state",
@@ -610,16 +609,6 @@ def load_training_state(
     if scaler is not None and state.get("scaler") is not None:
         scaler.load_state_dict(state["scaler"])
     return state
-
-
-def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, momentum: float,
-                   weight_decay: float) -> torch.optim.Optimizer:
-    """The fine-tuning optimizers of DGCNN / CrossPoint: "sgd" (with momentum) or "adam"."""
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}; choose sgd or adam")
 
 
 def eval_loader(dataset: Any, batch_size: int, device: torch.device, num_workers: int = 0) -> DataLoader:
