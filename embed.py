@@ -31,8 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from datasets.making.meshes import UP_AXES, read_encoder_clouds
-from models import build_point_encoder
-from util.encoders import load_point_encoder
+from util.weights import load_point_encoder
 from util.frozen_eval import embed_clouds
 from util.fileio import atomic_write, user_errors
 from util.run import check_args, check_points_for_k
@@ -87,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     validate(args)
     t0 = time.perf_counter()
     device = resolve_device(args.device, prog=PROG)
-    encoder = load_point_encoder(args.model_path, build_point_encoder, model=args.model, k=args.k,
+    encoder = load_point_encoder(args.model_path, model=args.model, k=args.k,
                                  emb_dims=args.emb_dims, device=device, seed=args.seed)
     check_points_for_k(PROG, args.num_points, encoder.model_args.get("k"), encoder.sources.get("k"))
     clouds, skipped = read_encoder_clouds(args.input, args.num_points, args.seed, args.up_axis,

@@ -22,8 +22,7 @@ from typing import Any, Sequence
 from datasets.classification import (CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, VARIANT_HELP, ClassificationData,
                                      check_variant)
 from datasets.provenance import data_kind
-from models import build_point_encoder
-from util.encoders import load_point_encoder
+from util.weights import load_point_encoder
 from util.evaluation import few_shot
 from util.fileio import user_errors
 from util.frozen_eval import (ExtractOptions, add_eval_arguments, default_output, load_features, result_header,
@@ -71,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     validate(args)
     t_start = time.perf_counter()
     device = resolve_device(args.device, prog=PROG)
-    encoder = load_point_encoder(args.model_path, build_point_encoder, model=args.model, k=args.k,
+    encoder = load_point_encoder(args.model_path, model=args.model, k=args.k,
                                  emb_dims=args.emb_dims, device=device, seed=args.seed)
     # k may come from the checkpoint's sidecar: checked before any feature is extracted.
     check_points_for_k(PROG, args.num_points, encoder.model_args.get("k"), encoder.sources.get("k"))

@@ -7,7 +7,7 @@ Usage (from the repository root):
 
 What embed.py runs, through the library functions it calls: the inputs are found, read and
 preprocessed with ``datasets.making.meshes.read_encoder_clouds``; the encoder is loaded with
-``util.encoders.load_point_encoder`` from a randomly initialised ``DGCNN(k=20, emb_dims=1024)`` saved to
+``util.weights.load_point_encoder`` from a randomly initialised ``DGCNN(k=20, emb_dims=1024)`` saved to
 a temporary .pth; the features come from ``util.frozen_eval.embed_clouds`` in batches of
 ``--batch_size`` clouds. Random weights cost the same time as trained ones.
 
@@ -48,7 +48,7 @@ from benchmarks.bench_prepare_meshes import build_input
 from benchmarks.run import REPO, RESULTS_DIR, print_table, run_and_save
 from datasets.making.meshes import find_inputs, read_encoder_clouds
 from models import build_point_encoder
-from util.encoders import LoadedEncoder, load_point_encoder
+from util.weights import LoadedEncoder, load_point_encoder
 from util.frozen_eval import embed_clouds
 
 DEFAULT_H5 = REPO / "data" / "synthetic_small" / "modelnet40_ply_hdf5_2048" / "ply_data_test0.h5"
@@ -105,7 +105,7 @@ def _bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     weights = work / "dgcnn_random.pth"
     torch.save(build_point_encoder(MODEL["model"], k=MODEL["k"], emb_dims=MODEL["emb_dims"]).state_dict(), weights)
     t0 = time.perf_counter()
-    encoder = load_point_encoder(weights, build_point_encoder, **MODEL, device="cpu", verbose=False)
+    encoder = load_point_encoder(weights, **MODEL, device="cpu", verbose=False)
     load_s = time.perf_counter() - t0
     h5 = Path(args.h5) if args.h5 else DEFAULT_H5
     if not h5.is_file():

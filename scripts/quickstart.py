@@ -41,9 +41,8 @@ import torch  # noqa: E402
 from datasets.classification import ClassificationData  # noqa: E402
 from datasets.provenance import data_kind, data_seed  # noqa: E402
 from datasets.synthetic.generator import generate  # noqa: E402
-from models import build_point_encoder  # noqa: E402
 from util.checkpoint import torch_load_checked  # noqa: E402
-from util.encoders import RANDOM_INIT, load_point_encoder  # noqa: E402
+from util.weights import RANDOM_INIT, load_point_encoder  # noqa: E402
 from util.evaluation import few_shot  # noqa: E402
 from util.fileio import atomic_write_text  # noqa: E402
 from util.frozen_eval import ExtractOptions, SVMConfig, load_features, svm_on_dataset, write_tsne  # noqa: E402
@@ -188,7 +187,7 @@ def evaluate_arm(args: argparse.Namespace, weights: str, seed: int, data_root: P
     if weights == RANDOM_INIT:
         random_args = {"model": "dgcnn", "k": setting("pretrain", args.preset, "k", PRETRAIN_K),
                        "emb_dims": setting("pretrain", args.preset, "emb_dims", PUBLISHED_EMB_DIMS)}
-    encoder = load_point_encoder(weights, build_point_encoder, device=device, seed=seed, **random_args)
+    encoder = load_point_encoder(weights, device=device, seed=seed, **random_args)
     opts = ExtractOptions(device, cache_dir=Path(args.runs_dir) / "feature_cache", progress=not args.no_progress)
     fs = fewshot_settings(args.preset)
     out: dict[str, Any] = {}

@@ -21,8 +21,7 @@ import train_crossmodal
 import train_partseg
 import util.checkpoint
 from conftest import REPO_ROOT
-from models import build_point_encoder
-from util.encoders import load_point_encoder
+from util.weights import load_point_encoder
 from util.fileio import DirLock, LockHeldError
 from util.run import FINISHED_NAME, PREEMPTED_EXIT, RUN_LOCK_NAME
 
@@ -327,7 +326,7 @@ def test_weights_without_sidecar_use_the_runs_config_not_published_defaults(tiny
     weights = tmp_path / "k8" / "checkpoints" / "point_encoder_best.pth"
     weights.with_suffix(".json").unlink()  # what a kill between the two writes of the older order left
     capsys.readouterr()
-    encoder = load_point_encoder(weights, build_point_encoder, verbose=False)
+    encoder = load_point_encoder(weights, verbose=False)
     assert encoder.model_args == {"k": 8, "emb_dims": 64}
     err = capsys.readouterr().err
     assert "has no sidecar point_encoder_best.json" in err and "config.json" in err and "k=8" in err

@@ -14,7 +14,7 @@ from datasets.classification import ClassificationData
 from datasets.making.meshes import UnsupportedFilesWarning
 from models import build_point_encoder
 from util.checkpoint import save_weights
-from util.encoders import load_point_encoder
+from util.weights import load_point_encoder
 from util.frozen_eval import ExtractOptions, load_features
 
 MESHES = "tests/data/meshes"
@@ -37,7 +37,7 @@ def _embed(ckpt, out, *inputs, extra=()):
 def test_published_h5_gives_the_svm_evaluation_features(ckpt, tiny_data_root, tmp_path):
     h5 = sorted((tiny_data_root / "modelnet40_ply_hdf5_2048").glob("ply_data_test*.h5"))
     out = _embed(ckpt, tmp_path / "f.npz", *h5)
-    encoder = load_point_encoder(ckpt, build_point_encoder, verbose=False)
+    encoder = load_point_encoder(ckpt, verbose=False)
     data = ClassificationData("modelnet40", tiny_data_root, num_points=256)
     ref = load_features(encoder, data, ("test",), ExtractOptions("cpu", use_cache=False, progress=False))
     assert out["features"].shape == ref["test_f"].shape

@@ -12,7 +12,7 @@ import eval_svm
 from datasets.classification import ClassificationData
 from models import build_point_encoder
 from util.checkpoint import CheckpointError, save_weights
-from util.encoders import load_point_encoder
+from util.weights import load_point_encoder
 from util.frozen_eval import feature_cache_key
 
 NUM_POINTS = "128"
@@ -71,7 +71,7 @@ def test_svm_modelnet40_cached_equals_fresh(tiny_ckpt, tiny_data_root, tmp_path,
 
 
 def test_cache_key_changes_with_model_args(tiny_ckpt, tiny_data_root):
-    info = load_point_encoder(tiny_ckpt, build_point_encoder, verbose=False).info()
+    info = load_point_encoder(tiny_ckpt, verbose=False).info()
     fields = ClassificationData("modelnet40", tiny_data_root, num_points=128).cache_fields()
     key = feature_cache_key(info, fields, "train")
     assert key == feature_cache_key(info, fields, "train")
@@ -150,7 +150,7 @@ def test_official_partseg_files(tmp_path, repo_root):
     """The published part-seg pretraining file loads as dgcnn_seg; the fine-tuned one is refused by name."""
     pre = tmp_path / "dgcnn_partseg_pretrain.pth"
     torch.save(_official_state_dict(repo_root, "dgcnn_partseg_pretrain"), pre)
-    encoder = load_point_encoder(pre, build_point_encoder, verbose=False)
+    encoder = load_point_encoder(pre, verbose=False)
     info, model = encoder.info(), encoder.model
     assert info["model"] == "dgcnn_seg" and info["model_args"]["emb_dims"] == 1024
     with torch.no_grad():
@@ -158,13 +158,13 @@ def test_official_partseg_files(tmp_path, repo_root):
     fin = tmp_path / "dgcnn_partseg_best.pth"
     torch.save(_official_state_dict(repo_root, "dgcnn_partseg_finetune"), fin)
     with pytest.raises(CheckpointError, match=r"point-encoder checkpoint.*\n.*not in the model.*conv7"):
-        load_point_encoder(fin, build_point_encoder, verbose=False)
+        load_point_encoder(fin, verbose=False)
 
 
 def test_k_defaults_to_published_without_meta(tmp_path, capsys):
     path = tmp_path / "plain.pth"
     torch.save(build_point_encoder("dgcnn", k=5, emb_dims=32).state_dict(), path)
-    info = load_point_encoder(path, build_point_encoder).info()
+    info = load_point_encoder(path).info()
     assert info["model_args"] == {"k": 15, "emb_dims": 32}
     assert "k=15 (from published default" in capsys.readouterr().out
 
