@@ -35,7 +35,7 @@ from util.weights import load_point_encoder
 from util.frozen_eval import embed_clouds
 from util.fileio import atomic_write, user_errors
 from util.run import check_args, check_points_for_k
-from util.training import resolve_device
+from util.device import resolve_device
 
 PROG = "embed.py"
 

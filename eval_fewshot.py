@@ -29,7 +29,7 @@ from util.frozen_eval import (ExtractOptions, add_eval_arguments, default_output
                               write_result, write_tsne)
 from util.presets import FEWSHOT, add_preset_argument, parse_with_preset
 from util.run import AT_LEAST_1, AT_LEAST_2, POSITIVE, check_args, check_points_for_k
-from util.training import resolve_device
+from util.device import resolve_device
 
 PROG = "eval_fewshot.py"
 PROTOCOLS = {

@@ -30,7 +30,7 @@ from util.frozen_eval import (C_SELECT, DEFAULT_C_GRID, ExtractOptions, SVMConfi
                               write_tsne)
 from util.presets import SVM_C, SVM_POINTS, add_preset_argument, parse_with_preset
 from util.run import AT_LEAST_2, POSITIVE, check_args, check_points_for_k
-from util.training import resolve_device
+from util.device import resolve_device
 
 PROG = "eval_svm.py"
 

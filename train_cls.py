@@ -49,8 +49,9 @@ from util.optim import build_optimizer, clip_gradients
 from util.presets import PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
 from util.run import (AT_LEAST_1, FRACTION, NON_NEGATIVE, PROBABILITY, Run, add_run_arguments, check_args,
                       check_batch, check_points_for_k, epoch_means, every_n_epochs, open_process, write_eval_results)
-from util.training import (EpochMeter, autocast_context, eval_loader, make_grad_scaler,
-                           stratified_split)
+from util.device import autocast_context, make_grad_scaler
+from util.epoch import EpochMeter
+from util.loaders import eval_loader, stratified_split
 from util.weights import build_classifier_with_init, classifier_init, load_classifier
 
 PROG = "train_cls.py"

@@ -43,8 +43,10 @@ from util.optim import clip_gradients
 from util.presets import PRETRAIN_K, PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
 from util.run import (AT_LEAST_1, FRACTION, POSITIVE, Run, add_run_arguments, check_args, check_batch,
                       check_points_for_k, epoch_means, every_n_epochs, open_process)
-from util.training import (EpochMeter, autocast_context, loader_kwargs, make_generator, make_grad_scaler,
-                           stratified_split)
+from util.device import autocast_context, make_grad_scaler
+from util.epoch import EpochMeter
+from util.loaders import loader_kwargs, stratified_split
+from util.rng import make_generator
 
 PROG = "train_crossmodal.py"
 # Config keys that fix the shapes of the saved models: resuming with other values is refused.

@@ -29,7 +29,7 @@ from datasets.provenance import data_kind  # noqa: E402
 from datasets.synthetic.generator import generate  # noqa: E402
 from util.fileio import atomic_write_text  # noqa: E402
 from util.stats import paired_difference, summarize  # noqa: E402
-from util.training import TRAINING_STATE_NAME  # noqa: E402
+from util.checkpoint import TRAINING_STATE_NAME
 
 SETS = ("modelnet40", "scanobjectnn")
 

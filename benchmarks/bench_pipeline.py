@@ -10,7 +10,7 @@ Sections (``--only loader,probe``):
 * ``loader``: items/s of ``datasets.shapenet_render.ShapeNetRender`` (one item = two augmented
   2048-point views + one 224 px image, PNG decode and the default CrossPoint transforms) through a
   ``torch.utils.data.DataLoader`` with the pretraining batch size (20) and the pretraining loader settings
-  (``util.training.loader_kwargs``), for several ``num_workers``. The sampler draws shuffled epochs back to back
+  (``util.loaders.loader_kwargs``), for several ``num_workers``. The sampler draws shuffled epochs back to back
   (``RandomSampler(num_samples=...)``) so the timed windows never include a worker restart; the first batches
   (worker start-up and prefetch) are a warm-up. Reported: median items/s over the timed windows of N batches,
   plus a per-item cost breakdown (points read, 2 point transforms, image read, image transform).
@@ -161,7 +161,7 @@ def loader_throughput(ds: Any, num_workers: int, batch_size: int, warmup: int, w
     """Items/s of a DataLoader over ``ds``: warm-up batches, then ``windows`` timed windows of ``window_batches``."""
     from torch.utils.data import DataLoader, RandomSampler
 
-    from util.training import loader_kwargs
+    from util.loaders import loader_kwargs
 
     n_batches = warmup + windows * window_batches
     gen = torch.Generator().manual_seed(seed)
@@ -264,7 +264,7 @@ def bench_loader(args: argparse.Namespace) -> dict[str, Any]:
         "objects": len(ds),
         "item": "(pc1 (2048,3), pc2 (2048,3), img (3,224,224)); default crosspoint_point_transform / "
                 "crosspoint_image_transform; PNG 137x137 RGBA decode",
-        "loader_settings": "util.training.loader_kwargs(cpu): pin_memory False, prefetch_factor 2, seeded workers; "
+        "loader_settings": "util.loaders.loader_kwargs(cpu): pin_memory False, prefetch_factor 2, seeded workers; "
                            "RandomSampler over back-to-back shuffled epochs, drop_last",
         "timing": f"{args.rounds} interleaved rounds x {args.windows} windows x {args.window_batches} batches after "
                   "max(warmup_batches, 2 * num_workers + 2) warm-up batches per configuration",

@@ -258,7 +258,7 @@ def knn_agreement(device: torch.device, batch: int, channels: int, points: int, 
     fp16 autocast) equals the float64 reference set, for x (batch, channels, points) ~ N(0, 1)."""
     from benchmarks.run import amp_available
     from models.edgeconv import knn, knn_plain
-    from util.training import autocast_context
+    from util.device import autocast_context
 
     x = torch.randn(batch, channels, points, generator=torch.Generator().manual_seed(2)).to(device)
     reference = knn_plain(x.double(), k).sort(dim=-1).values  # (B, N, k)
@@ -277,7 +277,7 @@ def knn_agreement(device: torch.device, batch: int, channels: int, points: int, 
 def part_agreement(opts: argparse.Namespace, budget: float) -> dict[str, Any]:
     """Fast vs plain on the device (items 3, 5 and 6 of issue 19); pass thresholds REL_TOL, KNN_MIN_AGREEMENT."""
     from benchmarks.run import tf32_settings
-    from util.training import configure_backends
+    from util.device import configure_backends
 
     device = torch.device(opts.device)
     n, k, emb, batch = (128, 8, 32, 2) if opts.smoke else (2048, 15, 1024, 4)

@@ -35,7 +35,7 @@ import torch
 
 from util.fileio import atomic_write_text
 from util.presets import PRESETS, PRETRAIN_K, PUBLISHED_EMB_DIMS
-from util.training import autocast_context, make_grad_scaler
+from util.device import autocast_context, make_grad_scaler
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -351,8 +351,8 @@ def make_crosspoint_step(
 
     The step is train_crossmodal.py's: DGCNN(k, emb_dims, edgeconv=impl) + ``inv_head`` on the 2B
     clouds of both views in one batch (2B, 3, N), the image encoder + ``inv_head`` on B images
-    (B, 3, S, S), under ``util.training.autocast_context``; ``crosspoint_loss`` (IMID + CMID) outside
-    autocast; backward, Adam step (through ``util.training.make_grad_scaler``'s GradScaler for fp16).
+    (B, 3, S, S), under ``util.device.autocast_context``; ``crosspoint_loss`` (IMID + CMID) outside
+    autocast; backward, Adam step (through ``util.device.make_grad_scaler``'s GradScaler for fp16).
 
     Returns:
         ``step(amp)`` running one step with amp in ("none", "bf16", "fp16") and returning the

@@ -18,7 +18,7 @@ from torch import nn
 from util.evaluation import class_accuracies
 from util.plotting import confusion_matrix
 from util.progress import progress_bar
-from util.training import autocast_context
+from util.device import autocast_context
 
 __all__ = ["ClsEvaluator", "to_model_input", "classification_metrics", "describe"]
 

@@ -23,7 +23,7 @@ from datasets.tables import SHAPENET_PART_NUM_CATEGORIES as NUM_CATEGORIES
 from datasets.tables import SHAPENET_PART_NUM_PARTS as NUM_PARTS
 from metrics.partseg_iou import restrict_logits, segmentation_metrics
 from util.progress import progress_bar
-from util.training import autocast_context
+from util.device import autocast_context
 
 __all__ = ["METRIC_NOTE", "PartSegEvaluator", "category_one_hot", "model_input", "describe_metrics",
            "flat_metrics", "plot_examples"]

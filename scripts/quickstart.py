@@ -48,7 +48,8 @@ from util.fileio import atomic_write_text  # noqa: E402
 from util.frozen_eval import ExtractOptions, SVMConfig, load_features, svm_on_dataset, write_tsne  # noqa: E402
 from util.presets import (FEWSHOT, PRETRAIN_K, PUBLISHED_EMB_DIMS, SVM_C, SVM_POINTS, setting)  # noqa: E402
 from util.stats import paired_difference, summarize  # noqa: E402
-from util.training import TRAINING_STATE_NAME, resolve_device  # noqa: E402
+from util.checkpoint import TRAINING_STATE_NAME
+from util.device import resolve_device
 
 ARMS = {"crosspoint": "CrossPoint (IMID + CMID)", "imid_only": "IMID only", "random": "Random init (no training)"}
 SVM_DATASETS = ("modelnet40", "scanobjectnn")

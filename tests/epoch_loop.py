@@ -1,4 +1,4 @@
-"""The epoch loop of the training scripts, over a generic step function, to test util.training.EpochMeter.
+"""The epoch loop of the training scripts, over a generic step function, to test util.epoch.EpochMeter.
 
 ``train_one_epoch`` below is the loop each training script writes (train_crossmodal.py, train_partseg.py,
 train_cls.py): zero_grad, forward and loss, ``meter.update`` before the update, backward (through a GradScaler for
@@ -15,7 +15,7 @@ from torch import nn
 
 import train_crossmodal
 from util.optim import clip_gradients
-from util.training import EpochMeter
+from util.epoch import EpochMeter
 
 
 def train_one_epoch(step_fn: Callable[[Any], tuple[torch.Tensor, dict]], loader: Iterable[Any],

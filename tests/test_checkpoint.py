@@ -5,8 +5,10 @@ import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from models import build_image_encoder
 from models.dgcnn import DGCNN, DGCNNPartSeg
@@ -19,6 +21,10 @@ from util.checkpoint import (
     read_weights_meta,
     save_weights,
 )
+from util.checkpoint import load_training_state, save_training_state
+from util.rng import get_rng_state, make_generator
+
+from epoch_loop import train_one_epoch  # tests/epoch_loop.py
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS_CANDIDATES = (
@@ -209,7 +215,6 @@ def test_atomic_write_uses_the_umask_mode(tmp_path):
 
 def test_any_garbage_file_is_one_clear_checkpoint_error(tmp_path):
     """Random bytes make torch's unpickler raise many exception types; each becomes one CheckpointError line."""
-    import numpy as np
 
     from util.checkpoint import CheckpointError
 
@@ -226,7 +231,7 @@ def test_any_garbage_file_is_one_clear_checkpoint_error(tmp_path):
 def test_an_empty_file_is_named_empty(tmp_path):
     """A 0-byte weights file or training state is 'empty (0 bytes)', not 'a pickle that needs arbitrary code'."""
     from util.checkpoint import CheckpointError
-    from util.training import load_training_state
+    from util.checkpoint import load_training_state
 
     (tmp_path / "w.pth").write_bytes(b"")
     with pytest.raises(CheckpointError, match=r"w\.pth: is empty \(0 bytes\)") as info:
@@ -251,3 +256,45 @@ def test_a_corrupt_sidecar_is_one_line_naming_it(tmp_path, sidecar):
     with pytest.raises(SystemExit) as info, user_errors("prog"):
         read_weights_meta(tmp_path / "w.pth")
     assert str(tmp_path / "w.json") in str(info.value) and "\n" not in str(info.value)
+
+
+def _toy_problem(seed: int = 0):
+    torch.manual_seed(seed)
+    x = torch.randn(64, 4, dtype=torch.float64)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]], dtype=torch.float64)  # (64, 1)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    model = nn.Linear(4, 1).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    return loader, model, opt
+
+
+def test_training_state_round_trip(tmp_path):
+    pytest.importorskip("util.checkpoint")
+    loader, model, opt = _toy_problem()
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+
+    def step_fn(batch):
+        xb, yb = batch
+        return (model(xb) - yb).pow(2).mean(), {}
+
+    train_one_epoch(step_fn, loader, opt, torch.device("cpu"), 0, None, progress=False)
+    sched.step()
+    g = make_generator(3)
+    path = tmp_path / "state.pt"
+    save_training_state(
+        path, models={"net": model}, optimizer=opt, scheduler=sched, epoch=0,
+        config={"lr": 0.05, "name": "toy"}, rng=get_rng_state({"g": g}), extra={"best": 0.5, "history": [1.0]},
+    )
+    torch.load(path, weights_only=True)  # must not need pickle
+
+    _, model2, opt2 = _toy_problem(seed=1)
+    sched2 = torch.optim.lr_scheduler.CosineAnnealingLR(opt2, T_max=10)
+    state = load_training_state(path, models={"net": model2}, optimizer=opt2, scheduler=sched2)
+    assert state["epoch"] == 0 and state["config"]["name"] == "toy" and state["extra"]["best"] == 0.5
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)
+    assert sched2.last_epoch == sched.last_epoch
+    assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
+    with pytest.raises(ValueError, match="not a training-state file"):
+        torch.save(model.state_dict(), tmp_path / "w.pth")
+        load_training_state(tmp_path / "w.pth", models={"net": model2})

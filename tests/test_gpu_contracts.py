@@ -30,7 +30,7 @@ Issue 19, item 8: no host synchronisation in every training step (CPU tests of a
 
 On a GPU every ``.item()``, ``bool(tensor)``, ``.tolist()``, ``.cpu()`` and every collective waits for the
 device to finish its queued work, so one per step stalls the pipeline. These tests patch those calls with
-counting wrappers and run the real epoch loop (``util.training.train_one_epoch``): the host may read the
+counting wrappers and run the real epoch loop (``tests/epoch_loop.py``, the scripts' loop around ``util.epoch.EpochMeter``): the host may read the
 device once per ``--print_freq`` steps (and at the epoch end), never per step. ``--gather_negatives`` may
 compare the gathered shapes across ranks once per run. The probe's feature loaders use workers and pinned
 memory on CUDA.
@@ -79,18 +79,9 @@ from models.edgeconv import edge_conv_fast, edge_conv_plain, knn, knn_plain
 from models.sync_bn import SyncBatchNorm1d, SyncBatchNorm2d, convert_sync_batchnorm
 from util import distributed
 from util.logger import Logger
-from util.training import (
-    NonFiniteLossError,
-    autocast_context,
-    configure_backends,
-    get_rng_state,
-    make_generator,
-    make_grad_scaler,
-    resolve_device,
-    resume_exactness_note,
-    seed_everything,
-    set_rng_state,
-)
+from util.device import autocast_context, configure_backends, make_grad_scaler, resolve_device, resume_exactness_note
+from util.epoch import NonFiniteLossError
+from util.rng import get_rng_state, make_generator, seed_everything, set_rng_state
 
 import gloo_spawn  # tests/gloo_spawn.py
 from epoch_loop import train_one_epoch  # tests/epoch_loop.py

@@ -20,7 +20,7 @@ from models.losses import smoothed_cross_entropy
 from util.checkpoint import load_with_new_head, read_weights_meta, save_weights
 from metrics.partseg import PartSegEvaluator
 from util.presets import PARTSEG_K, PUBLISHED_EMB_DIMS
-from util.training import EpochMeter
+from util.epoch import EpochMeter
 from util.weights import PARTSEG_HEAD_PREFIXES, load_partseg
 
 KEYS_FILE = os.path.join(os.path.dirname(__file__), "data", "official_state_dict_keys.json")

@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic writes, state-dict loading and strict loading of pretrained weights.
+"""Checkpoint files: atomic writes, weights with their sidecar, strict loading, and the training state of a run.
 
 One weights format: ``X.pth`` is a plain state dict (parameter/buffer name -> tensor), exactly like
 the official CrossPoint files, so the official files load into the project's models and the
@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from util import distributed
 from util.fileio import InputFileError, atomic_write_bytes, atomic_write_text, read_json
+from util.rng import get_rng_state
 
 _MAX_LISTED_KEYS = 10
 
@@ -485,3 +487,97 @@ def summarize_keys(keys: Iterable[str]) -> str:
         top = key.split(".")[0]
         groups[top] = groups.get(top, 0) + 1
     return ", ".join(f"{name}.* ({n})" for name, n in groups.items())
+
+
+# ----------------------------------------------------------------------------------------------
+# The training state of a run (exact resume)
+# ----------------------------------------------------------------------------------------------
+
+TRAINING_STATE_VERSION = 1
+TRAINING_STATE_NAME = "training_state_last.pt"
+
+
+def save_training_state(
+    path: str | os.PathLike,
+    *,
+    models: Mapping[str, nn.Module],
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    scheduler: Any = None,
+    scaler: torch.amp.GradScaler | None = None,
+    config: Mapping[str, Any] | None = None,
+    rng: Any = None,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Atomically write everything needed to resume after ``epoch`` (the last finished epoch).
+
+    Args:
+        path: destination file (written to a temp file and renamed).
+        models: name -> module; wrappers (DDP, torch.compile) are stripped before ``state_dict``.
+        optimizer, scheduler, scaler: their ``state_dict`` is stored (scheduler/scaler may be None).
+        epoch: the last completed epoch (0-based); resume continues at ``epoch + 1``.
+        config: resolved run configuration (JSON-like: str/int/float/bool/None/list/dict).
+        rng: RNG snapshot(s) from ``get_rng_state`` (one dict, or a list with one per rank);
+            None takes this process's snapshot.
+        extra: further JSON-like or tensor data (best metric, history, ...).
+
+    The file loads with ``torch.load(weights_only=True)``.
+    """
+    state = {
+        "version": TRAINING_STATE_VERSION,
+        "epoch": int(epoch),
+        "models": {name: distributed.unwrap(m).state_dict() for name, m in models.items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": rng if rng is not None else get_rng_state(),
+        "config": dict(config) if config is not None else None,
+        "extra": dict(extra) if extra is not None else {},
+    }
+    atomic_torch_save(state, os.fspath(path))
+
+
+def load_training_state(
+    path: str | os.PathLike,
+    *,
+    models: Mapping[str, nn.Module],
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    scaler: torch.amp.GradScaler | None = None,
+    map_location: str | torch.device = "cpu",
+    check_config: Callable[[Mapping[str, Any] | None], None] | None = None,
+) -> dict[str, Any]:
+    """Load a file written by ``save_training_state`` into the given objects (strict for models).
+
+    RNG states are *not* restored here: the caller picks its rank's snapshot from ``state["rng"]``
+    and calls ``set_rng_state`` at the point where the original run would continue.
+
+    Args:
+        check_config: called with the saved config before any weights are loaded (e.g. to refuse a
+            resume whose model settings differ, with a message naming them).
+    Returns:
+        The whole state dict (``epoch``, ``config``, ``rng``, ``extra``, ...).
+    Raises:
+        FileNotFoundError / util.checkpoint.CheckpointError (one line naming the file): missing,
+            unreadable or not a training state. KeyError / RuntimeError: a model's weights do not fit.
+    """
+    state = torch_load_checked(path, f"a training state ({TRAINING_STATE_NAME})", map_location=map_location)
+    if not isinstance(state, dict) or state.get("version") != TRAINING_STATE_VERSION:
+        raise CheckpointError(
+            f"{path}: is not a training-state file (version {TRAINING_STATE_VERSION}); a weights-only "
+            f"file (.pth) cannot resume training, pass {TRAINING_STATE_NAME} or its run directory."
+        )
+    if check_config is not None:
+        check_config(state.get("config"))
+    missing = sorted(set(models) - set(state["models"]))
+    if missing:
+        raise KeyError(f"{path} has no state for models {missing} (has {sorted(state['models'])}).")
+    for name, model in models.items():
+        distributed.unwrap(model).load_state_dict(state["models"][name], strict=True)
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.load_state_dict(state["scaler"])
+    return state

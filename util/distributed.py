@@ -98,7 +98,7 @@ def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> D
             Pass ``backend_for(device)`` so a CPU run on a GPU machine uses gloo.
         timeout_s: collective timeout in seconds.
 
-    The GPU is not selected here: ``util.training.resolve_device`` (called first) makes this rank's
+    The GPU is not selected here: ``util.device.resolve_device`` (called first) makes this rank's
     ``cuda:LOCAL_RANK`` current, the one place a device is set.
 
     Returns:

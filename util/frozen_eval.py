@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from util.weights import RANDOM_INIT, LoadedEncoder
 from util.evaluation import cross_validate_C, extract_features, linear_svm
 from util.fileio import atomic_write, atomic_write_text
-from util.training import eval_loader
+from util.loaders import eval_loader
 
 __all__ = ["CACHE_VERSION", "C_SELECT", "DEFAULT_C_GRID", "ExtractOptions", "add_eval_arguments", "default_output",
            "embed_clouds", "evaluate_svm", "feature_cache_key", "load_features", "result_header", "summary_table",

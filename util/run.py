@@ -73,21 +73,11 @@ from util.checkpoint import CheckpointError, WeightsMeta, save_weights
 from util.fileio import (DirLock, DiskFullError, LockHeldError, atomic_write_text, read_json, remove_stale_tmp_files,
                          user_errors)
 from util.logger import LOG_FILES, Logger, wandb_login_problem
-from util.training import (
-    TRAINING_STATE_NAME,
-    EpochMeter,
-    NonFiniteLossError,
-    configure_backends,
-    get_rng_state,
-    load_training_state,
-    loader_kwargs,
-    make_generator,
-    resolve_device,
-    resume_exactness_note,
-    save_training_state,
-    seed_everything,
-    set_rng_state,
-)
+from util.checkpoint import load_training_state, save_training_state, TRAINING_STATE_NAME
+from util.device import configure_backends, resolve_device, resume_exactness_note
+from util.epoch import EpochMeter, NonFiniteLossError
+from util.loaders import loader_kwargs
+from util.rng import get_rng_state, make_generator, seed_everything, set_rng_state
 
 __all__ = ["Run", "StopRequested", "PREEMPTED_EXIT", "RUN_LOCK_NAME", "FINISHED_NAME", "add_run_arguments",
            "check_args", "check_batch", "check_points_for_k",
@@ -607,7 +597,7 @@ class Run:
         return bool(self.history) and self.history[-1]["epoch"] + 1 >= self.args.epochs
 
     def epoch_meter(self, loader: DataLoader, epoch: int) -> EpochMeter:
-        """The :class:`util.training.EpochMeter` of ``epoch`` with this run's optimizer, logger and flags; starts the
+        """The :class:`util.epoch.EpochMeter` of ``epoch`` with this run's optimizer, logger and flags; starts the
         epoch's clock (``time_s`` in :meth:`log_epoch`). Leaving its block after a stop signal raises
         :class:`StopRequested` on every rank."""
         args = self.args
@@ -843,7 +833,7 @@ def every_n_epochs(epoch: int, n: int, epochs: int) -> bool:
 
 
 def epoch_means(epoch: int, stats: Mapping[str, float], device: torch.device, prefix: str = "") -> dict[str, Any]:
-    """An epoch's record from its :class:`util.training.EpochMeter` stats: ``epoch``, the loss and step metrics
+    """An epoch's record from its :class:`util.epoch.EpochMeter` stats: ``epoch``, the loss and step metrics
     averaged over the DDP ranks (named ``prefix + name``; one all-reduce, call on every rank), ``lr`` and
     ``samples_per_s``."""
     means = distributed.all_reduce_mean({k: v for k, v in stats.items() if k not in _EPOCH_BOOKKEEPING},
