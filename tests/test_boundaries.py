@@ -9,11 +9,20 @@ from conftest import REPO_ROOT
 
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
 ALLOWED = {
+    # The networks and losses: torch only (torchvision for the image encoder).
     "models": {"torch", "torchvision", "models"},
-    # plyfile reads PLY; progress displays go through util.progress (SHARED_WITH_TQDM below), not tqdm.
+    # The data: plyfile reads PLY; progress displays go through util.progress (SHARED_WITH_TQDM below), not tqdm.
     "datasets": {"numpy", "h5py", "PIL", "plyfile", "torch", "trimesh", "embreex", "datasets"},
-    "util": {"torch", "torchvision", "numpy", "sklearn", "scipy", "tqdm", "matplotlib", "wandb", "util"},
+    # The training engine; util.weights builds the models that the weights files hold.
+    "util": {"torch", "torchvision", "numpy", "tqdm", "wandb", "util", "models", "datasets"},
+    # Task metrics and evaluating a model over a loader.
+    "metrics": {"torch", "numpy", "metrics", "util"},
+    # Frozen-feature evaluation (features, SVM, few-shot, pictures, seed statistics).
+    "evaluation": {"torch", "numpy", "sklearn", "scipy", "matplotlib", "evaluation", "metrics", "models", "datasets",
+                   "util"},
 }
+# The entry scripts: nothing imports them (shared logic lives in the packages above); tests may.
+ENTRY_SCRIPTS = {"train_crossmodal", "train_partseg", "train_cls", "eval_svm", "eval_fewshot", "embed"}
 # Dependency-free modules (standard library only) that every layer may import.
 SHARED = {"util.fileio", "datasets.tables"}
 # The progress display of every command (standard library and tqdm only), which every layer may import too.
@@ -32,6 +41,8 @@ def _imports(path):
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_package_imports_stay_inside_its_boundary(package):
+    if not (REPO_ROOT / package).is_dir():
+        pytest.fail(f"the package {package}/ of the module map is missing")
     offenders = []
     for path in sorted((REPO_ROOT / package).rglob("*.py")):  # subpackages included
         for top, full in _imports(path):
@@ -63,3 +74,12 @@ def test_importing_models_does_not_import_torchvision_or_data_code():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_nothing_imports_an_entry_script():
+    """Packages, scripts/ and benchmarks/ and the entry scripts themselves never import an entry script."""
+    roots = [REPO_ROOT / name for name in (*ALLOWED, "scripts", "benchmarks")]
+    paths = [p for root in roots for p in root.rglob("*.py")] + [REPO_ROOT / f"{name}.py" for name in ENTRY_SCRIPTS]
+    offenders = [f"{path.relative_to(REPO_ROOT)} imports {full}" for path in sorted(paths)
+                 for top, full in _imports(path) if top in ENTRY_SCRIPTS]
+    assert not offenders, offenders
