@@ -282,6 +282,7 @@ def test_every_documented_command_runs_as_written(tmp_path):
                 assert proc.returncode != 0, f"{page}: {run}: expected to fail here ({row['why']}):\n{out[-3000:]}"
                 last = [ln for ln in proc.stderr.splitlines() if ln.strip()]
                 assert last, f"{page}: {run}: failed without a message"
+                print(f"         failed as expected: {last[-1]}", flush=True)
         timings.append((time.monotonic() - start, cmd))
         print(f"{timings[-1][0]:6.1f} s  {cmd}", flush=True)
         seen.add(cmd)
