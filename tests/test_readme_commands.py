@@ -5,7 +5,8 @@ lines start with a command word, and every backticked table cell that starts wit
 (README first, then the linked pages in the order of their first link) through ``bash -c`` in a copy of the
 repository in a temporary folder, whose ``.venv`` is a light venv over the test's own environment (so
 ``scripts/setup_env.sh`` and ``source .venv/bin/activate`` run too), with that venv first on PATH as after
-``source .venv/bin/activate``. Each command's inputs come from the commands before it.
+``source .venv/bin/activate``, and ``OMP_NUM_THREADS=1`` (CI's two cores). Each command's inputs come from
+the commands before it.
 
 The one table of changes is ``PLAN`` below: for each command, what is appended (``add``), which placeholder is
 replaced (``sub``), what is put in place first that the command would get from the internet or from the reader
@@ -17,6 +18,7 @@ the docs without a row in ``PLAN`` (or a row whose command is no longer in the d
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -200,18 +202,16 @@ def adapted(cmd: str) -> str:
 
 
 def _light_venv(root: Path) -> None:
-    """root/.venv: a venv whose site directory adds this test's environment's (with its .pth hooks), and the
-    requirements stamp of that environment, so scripts/setup_env.sh finds it complete and installs nothing."""
+    """root/.venv: a venv whose site directory adds this test's environment's (with its .pth hooks), stamped with
+    the hash of requirements.txt, so scripts/setup_env.sh finds it complete and installs nothing."""
     venv = root / ".venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = Path(sysconfig.get_paths(vars={"base": str(venv), "platbase": str(venv)})["purelib"])
     site.mkdir(parents=True, exist_ok=True)
     outer = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     (site / "_outer_env.pth").write_text("".join(f"import site; site.addsitedir({d!r})\n" for d in outer))
-    stamp = Path(sys.prefix) / ".requirements.sha256"
-    want = subprocess.run(["sha256sum", str(REPO / "requirements.txt")], capture_output=True, text=True,
-                          check=True).stdout.split()[0]
-    (venv / ".requirements.sha256").write_text(stamp.read_text() if stamp.is_file() else want + "\n")
+    want = hashlib.sha256((REPO / "requirements.txt").read_bytes()).hexdigest()
+    (venv / ".requirements.sha256").write_text(want + "\n")  # the environment running this test is complete
 
 
 def _copy_repo(dst: Path) -> None:
