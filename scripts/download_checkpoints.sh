@@ -21,8 +21,7 @@ bash scripts/setup_env.sh >/dev/null
 mkdir -p "$dest"
 echo "download_checkpoints: fetching Google Drive folder $folder_id into $dest"
 if ! .venv/bin/gdown --folder "https://drive.google.com/drive/folders/$folder_id" -O "$dest"; then
-  echo "download_checkpoints: download failed (no internet, or Google Drive refused: retry later," >&2
-  echo "or download the folder in a browser and put the .pth files into $dest)" >&2
+  echo "download_checkpoints: download failed (no internet, or Google Drive refused): retry later, or download the folder in a browser and put the .pth files into $dest" >&2
   exit 1
 fi
 .venv/bin/python scripts/verify_checkpoints.py "$dest"

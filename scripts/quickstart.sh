@@ -8,8 +8,8 @@
 #   bash scripts/quickstart.sh --data_root data --device cuda    # the real archives, published settings
 # Results: results/quickstart.{json,md} (one seed) or results/ablation.{json,md} (several), t-SNE pictures.
 # --portable pins torch's CPU kernels (ATen AVX2 kernels, oneDNN capped at AVX2, MKL's COMPATIBLE branch) so
-# that the training itself does not depend on the CPU's instruction sets (see the README's reproducibility
-# section); the variables must be set before Python starts, which is why this script handles the flag.
+# that the training itself does not depend on the CPU's instruction sets (see
+# docs/reproducibility.md); the variables must be set before Python starts, which is why this script handles the flag.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"

@@ -284,8 +284,8 @@ def test_resume_rule_in_help_and_readme():
     for module in (train_crossmodal, train_partseg, train_cls):
         resume = next(a for a in module.build_parser()._actions if "--resume" in a.option_strings)
         assert "bit for bit on the CPU" in resume.help and "GPU only with --deterministic" in resume.help
-    readme = (REPO / "README.md").read_text()
-    assert "On a GPU that holds only with `--deterministic`" in readme
+    assert "docs/training.md" in (REPO / "README.md").read_text()
+    assert "On a GPU that holds only with `--deterministic`" in (REPO / "docs" / "training.md").read_text()
 
 
 def test_resume_exactness_note_only_on_cuda_without_deterministic():
