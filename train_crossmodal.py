@@ -348,7 +348,7 @@ def train_one_epoch(point_net: nn.Module, image_net: nn.Module | None, loader: D
             optimizer.zero_grad(set_to_none=True)
             loss, parts = forward_loss(point_net, image_net, (pc1, pc2, img), device, args.amp, args.temperature,
                                        gather, channels_last, check_shapes=check_shapes and step == 0)
-            meter.update(step, loss, parts, batch_size=pc1.shape[0])  # a sync point every --print_freq steps (NaN check)
+            meter.update(step, loss, parts, batch_size=pc1.shape[0])  # reads the sums every --print_freq steps
             if scaler is None:
                 loss.backward()
                 if args.grad_clip is not None:

@@ -386,7 +386,8 @@ def final_evaluation(args: argparse.Namespace, run: Run, evaluator: PartSegEvalu
                      test_loader: DataLoader, test_at_init: dict | None) -> dict[str, Any]:
     """Evaluate the kept checkpoint on test through the --eval code path; write results.json (rank 0)."""
     best_path = run.ckpt_dir / "partseg_best.pth"
-    model, model_args, class_choice = load_partseg(PROG, best_path, None, args.class_choice, args.dropout, args.edgeconv)
+    model, model_args, class_choice = load_partseg(PROG, best_path, None, args.class_choice, args.dropout,
+                                                   args.edgeconv)
     metrics, out = evaluator.evaluate(model.to(run.device), test_loader, progress=not args.no_progress, desc="test")
     rule = ("instance_miou (restricted), held-out val" if args.select_best_on == "val"
             else "instance_miou (unrestricted, as the original), test")

@@ -199,7 +199,8 @@ class EpochMeter:
     def __init__(self, loader: Iterable[Any], epoch: int, optimizer: torch.optim.Optimizer, device: torch.device,
                  logger: Any = None, max_steps: int | None = None, log_every: int = 50, progress: bool = True,
                  world_size: int = 1, desc: str | None = None, should_stop: Callable[[], bool] | None = None) -> None:
-        self.epoch, self.optimizer, self.device, self.logger, self.log_every = epoch, optimizer, device, logger, log_every
+        self.epoch, self.optimizer, self.device = epoch, optimizer, device
+        self.logger, self.log_every = logger, log_every
         self.world_size, self.asked = world_size, should_stop or (lambda: False)
         self.n_steps = _epoch_length(loader, epoch, max_steps)
         self._progress, self._desc = progress, desc or f"epoch {epoch}"

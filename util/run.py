@@ -796,8 +796,8 @@ class Run:
 
 
 @contextlib.contextmanager
-def open_process(prog: str, args: argparse.Namespace,
-                 validate: Callable[[argparse.Namespace, int], None]) -> Iterator[tuple[distributed.DistInfo, torch.device]]:
+def open_process(prog: str, args: argparse.Namespace, validate: Callable[[argparse.Namespace, int], None]
+                 ) -> Iterator[tuple[distributed.DistInfo, torch.device]]:
     """A training script's process: check the flags (``validate(args, world_size)``, before anything is written),
     pick the device, join the DDP job when started by torchrun; yields ``(info, device)``. Input-file errors
     become one line naming the file (util.fileio.user_errors); the process group is destroyed at the end.
