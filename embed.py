@@ -31,9 +31,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from datasets.meshes import UP_AXES, read_encoder_clouds
+from evaluation.features import embed_clouds
 from models import build_point_encoder
 from util.encoders import load_point_encoder
-from util.frozen_eval import embed_clouds
 from util.fileio import atomic_write, user_errors
 from util.run import check_args, check_points_for_k
 from util.training import resolve_device

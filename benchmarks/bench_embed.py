@@ -8,7 +8,7 @@ Usage (from the repository root):
 What embed.py runs, through the library functions it calls: the inputs are found, read and
 preprocessed with ``datasets.meshes.read_encoder_clouds``; the encoder is loaded with
 ``util.encoders.load_point_encoder`` from a randomly initialised ``DGCNN(k=20, emb_dims=1024)`` saved to
-a temporary .pth; the features come from ``util.frozen_eval.embed_clouds`` in batches of
+a temporary .pth; the features come from ``evaluation.features.embed_clouds`` in batches of
 ``--batch_size`` clouds. Random weights cost the same time as trained ones.
 
 Inputs:
@@ -49,7 +49,7 @@ from benchmarks.run import REPO, RESULTS_DIR, print_table, run_and_save
 from datasets.meshes import find_inputs, read_encoder_clouds
 from models import build_point_encoder
 from util.encoders import LoadedEncoder, load_point_encoder
-from util.frozen_eval import embed_clouds
+from evaluation.features import embed_clouds
 
 DEFAULT_H5 = REPO / "data" / "synthetic_small" / "modelnet40_ply_hdf5_2048" / "ply_data_test0.h5"
 MODEL = {"model": "dgcnn", "k": 20, "emb_dims": 1024}

@@ -12,7 +12,10 @@ ALLOWED = {
     "models": {"torch", "torchvision", "models"},
     # plyfile reads PLY; progress displays go through util.progress (SHARED_WITH_TQDM below), not tqdm.
     "datasets": {"numpy", "h5py", "PIL", "plyfile", "torch", "trimesh", "embreex", "datasets"},
-    "util": {"torch", "torchvision", "numpy", "sklearn", "scipy", "tqdm", "matplotlib", "wandb", "util"},
+    # util/classification.py (per-class accuracy, confusion matrix) and util/partseg.py (the part-seg figure)
+    # import evaluation.
+    "util": {"torch", "torchvision", "numpy", "sklearn", "scipy", "tqdm", "matplotlib", "wandb", "util", "evaluation"},
+    "evaluation": {"numpy", "torch", "sklearn", "scipy", "matplotlib", "models", "datasets", "util", "evaluation"},
 }
 # Dependency-free modules (standard library only) that every layer may import.
 SHARED = {"util.fileio", "util.meta"}

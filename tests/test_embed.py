@@ -12,10 +12,10 @@ import torch
 import embed
 from datasets.classification import ClassificationData
 from datasets.meshes import UnsupportedFilesWarning
+from evaluation.features import ExtractOptions, load_features
 from models import build_point_encoder
 from util.checkpoint import save_weights
 from util.encoders import load_point_encoder
-from util.frozen_eval import ExtractOptions, load_features
 
 MESHES = "tests/data/meshes"
 

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 import util.progress as progress_mod
 from datasets.parallel import Runner
-from util.evaluation import extract_features
+from evaluation.features import extract_features
 from util.progress import LineProgress, progress_bar
 from util.training import train_one_epoch
 

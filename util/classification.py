@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from util.evaluation import class_accuracies
-from util.plotting import confusion_matrix
+from evaluation.plots import confusion_matrix
+from evaluation.svm import class_accuracies
 from util.progress import progress_bar
 from util.training import autocast_context
 

@@ -171,7 +171,7 @@ def describe_metrics(metrics: dict[str, Any], split: str) -> str:
 
 def plot_examples(dataset: Dataset, out: dict[str, Any], path: Path, num_shapes: int, title: str) -> str:
     """Ground truth vs (restricted) prediction for the first shape of up to ``num_shapes`` categories."""
-    from util.partseg_plot import plot_part_segmentation
+    from evaluation.plots import plot_part_segmentation
 
     chosen, seen = [], set()
     for i, c in enumerate(out["category"].tolist()):
