@@ -12,7 +12,7 @@ import numpy as np
 
 from util.fileio import InputFileError
 
-__all__ = ["FewShotDataError", "episode_accuracy", "few_shot", "sample_episode"]
+__all__ = ["FewShotDataError", "few_shot", "sample_episode"]
 
 
 class FewShotDataError(InputFileError):
@@ -126,7 +126,7 @@ def _check_few_shot_inputs(
     return train_f, train_y, query_f, query_y
 
 
-def episode_accuracy(s_feat: np.ndarray, q_feat: np.ndarray, k_way: int, m_shot: int, n_query: int, C: float,
+def _episode_accuracy(s_feat: np.ndarray, q_feat: np.ndarray, k_way: int, m_shot: int, n_query: int, C: float,
                      standardize: bool) -> float:
     """Accuracy of a linear SVM fit on one episode's support set and scored on its queries.
 
@@ -200,7 +200,7 @@ def few_shot(
     episodes: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for _ in range(n_runs):
         chosen, s_idx, q_idx = sample_episode(rng, classes, train_y, k_way, m_shot, n_query, query_y)
-        accs.append(episode_accuracy(train_f[s_idx], q_f[q_idx], k_way, m_shot, n_query, C, standardize))
+        accs.append(_episode_accuracy(train_f[s_idx], q_f[q_idx], k_way, m_shot, n_query, C, standardize))
         if return_episodes:
             episodes.append((chosen, s_idx, q_idx))
     out: dict[str, Any] = {

@@ -5,7 +5,7 @@
 - :func:`cross_validate_C`: C chosen by stratified k-fold cross-validation on the training split only.
 - :class:`SVMConfig` / :func:`evaluate_svm`: C fixed (the original), chosen on test (labelled as such) or by
   cross-validation, then test scored; :func:`svm_on_dataset` adds the cached features and a printed summary.
-- :func:`svm_result_fields`, :func:`svm_label`, :func:`summary_table`: the SVM part of results and tables.
+- :func:`svm_result_fields`, :func:`svm_label`: the SVM part of a result JSON and of printed lines.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from util.encoders import LoadedEncoder
 from util.fileio import InputFileError
 
 __all__ = ["C_SELECT", "DEFAULT_C_GRID", "SVM_SOLVERS", "SVMConfig", "TooFewSamplesError", "class_accuracies",
-           "cross_validate_C", "evaluate_svm", "linear_svm", "summary_table", "svm_label", "svm_on_dataset",
+           "cross_validate_C", "evaluate_svm", "linear_svm", "svm_label", "svm_on_dataset",
            "svm_result_fields"]
 
 SVM_SOLVERS = ("svc", "svc_precomputed")
@@ -315,13 +315,3 @@ def svm_result_fields(ev: dict[str, Any], class_names: Sequence[str] | None, sol
                      "per_class_accuracy": _per_class_named(r, class_names), "fit_seconds": r["fit_seconds"],
                      "predict_seconds": r["predict_seconds"]} for r in ev["results"]],
     }
-
-
-def summary_table(results: dict[str, dict[str, Any]]) -> None:
-    """One line per data set: accuracy, mean class accuracy, C and how it was chosen, sizes, data kind."""
-    print(f"{'dataset':<28} {'accuracy':>9} {'mean cls acc':>13} {'C':>8} {'train':>7} {'test':>7}  data, C chosen by")
-    for r in results.values():
-        b, f = r["best"], r["features"]
-        print(f"{r['tag']:<28} {100 * b['accuracy']:>8.2f}% {100 * b['mean_class_accuracy']:>12.2f}% "
-              f"{b['C']:>8g} {len(f['train_y']):>7d} {len(f['test_y']):>7d}  {r['data']}, "
-              f"{r['selection']['method']}")
