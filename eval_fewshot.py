@@ -1,6 +1,7 @@
 """Few-shot (N-way K-shot) classification with a linear SVM on frozen point-encoder features (CrossPoint Tables 3, 4).
 
-    python eval_fewshot.py --model_path dgcnn_cls_best.pth --dataset modelnet40 --k_way 5 --m_shot 10
+    python eval_fewshot.py --model_path checkpoints/official/dgcnn_cls_best.pth --dataset modelnet40 \
+        --k_way 5 --m_shot 10
     python eval_fewshot.py --model_path ... --dataset scanobjectnn --k_way 10 --m_shot 20 --query_split test
 
 Default protocol = the original eval_fewshot.py: per run, k_way classes are drawn from the training split, and
@@ -22,11 +23,12 @@ from typing import Any, Sequence
 from datasets.classification import (CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, VARIANT_HELP, ClassificationData,
                                      check_variant)
 from datasets.provenance import data_kind
+from evaluation.cli import add_eval_arguments, default_output, result_header, write_result
+from evaluation.features import ExtractOptions, load_features
+from evaluation.fewshot import few_shot
+from evaluation.plots import write_tsne
 from util.weights import load_point_encoder
-from util.evaluation import few_shot
 from util.fileio import user_errors
-from util.frozen_eval import (ExtractOptions, add_eval_arguments, default_output, load_features, result_header,
-                              write_result, write_tsne)
 from util.presets import FEWSHOT, add_preset_argument, parse_with_preset
 from util.run import AT_LEAST_1, AT_LEAST_2, POSITIVE, check_args, check_points_for_k
 from util.device import resolve_device

@@ -1,12 +1,12 @@
 """Linear-SVM probe of a frozen point encoder (CrossPoint Tables 1 and 2; the original eval_ssl.ipynb as a CLI).
 
-    python eval_svm.py --model_path dgcnn_cls_best.pth --dataset modelnet40 --data_root data
+    python eval_svm.py --model_path checkpoints/official/dgcnn_cls_best.pth --dataset modelnet40 --data_root data
     python eval_svm.py --model_path runs/exp/checkpoints/point_encoder_best.pth --dataset scanobjectnn \
         --C_grid 0.001 0.01 0.1 1 --C_select cv
     python eval_svm.py --model_path random --dataset modelnet40 --data_root data   # random-init baseline
 
 Features are the encoder's global feature (DGCNN: 2 * emb_dims = 2048, before ``inv_head``) of the first
-``--num_points`` points of each cloud, in eval mode, cached (see util/frozen_eval.py). C: one fixed value
+``--num_points`` points of each cloud, in eval mode, cached (see evaluation/features.py). C: one fixed value
 (the original's 0.01), or a grid with ``--C_select cv`` (stratified k-fold cross-validation on the train
 split only; test is scored once) or ``--C_select test`` (the best test accuracy of the grid: selected on the
 test set, labelled so).
@@ -22,12 +22,12 @@ from typing import Any, Sequence
 from datasets.classification import (CLASSIFICATION_DATASETS, SCANOBJECTNN_VARIANTS, VARIANT_HELP, ClassificationData,
                                      check_variant)
 from datasets.provenance import data_kind
+from evaluation.cli import add_eval_arguments, default_output, result_header, write_result
+from evaluation.features import ExtractOptions
+from evaluation.plots import write_tsne
+from evaluation.svm import C_SELECT, DEFAULT_C_GRID, SVM_SOLVERS, SVMConfig, svm_on_dataset, svm_result_fields
 from util.weights import load_point_encoder
-from util.evaluation import SVM_SOLVERS
 from util.fileio import user_errors
-from util.frozen_eval import (C_SELECT, DEFAULT_C_GRID, ExtractOptions, SVMConfig, add_eval_arguments,
-                              default_output, result_header, svm_on_dataset, svm_result_fields, write_result,
-                              write_tsne)
 from util.presets import SVM_C, SVM_POINTS, add_preset_argument, parse_with_preset
 from util.run import AT_LEAST_2, POSITIVE, check_args, check_points_for_k
 from util.device import resolve_device

@@ -168,7 +168,7 @@ def report(metrics: dict[str, Any], out: dict, test: Dataset, args: argparse.Nam
                               "variant": args.variant if args.dataset == "scanobjectnn" else None,
                               "voting": "none (one pass, no test-time augmentation)"}
     if args.plot:
-        from util.plotting import plot_confusion
+        from evaluation.plots import plot_confusion
 
         plot_confusion(out["target"], out["pred"], getattr(test, "class_names", None), path, title=title)
         fields["plot"] = str(path)

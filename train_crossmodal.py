@@ -188,7 +188,8 @@ class SVMProbe:
         device: torch.device,
         num_workers: int,
     ) -> None:
-        from util.evaluation import extract_features, linear_svm
+        from evaluation.features import extract_features
+        from evaluation.svm import linear_svm
 
         self._extract, self._svm = extract_features, linear_svm
         self.select_on = select_on

@@ -41,8 +41,8 @@ from util.fileio import atomic_write_text
 from util.logger import Logger
 from datasets.tables import SHAPENET_PART_ALIASES, SHAPENET_PART_CATEGORIES as CATEGORIES
 from metrics.partseg_iou import format_category_table
-from metrics.partseg import (METRIC_NOTE, PartSegEvaluator, describe_metrics, flat_metrics, model_input,
-                          plot_examples)
+from evaluation.plots import plot_partseg_examples
+from metrics.partseg import METRIC_NOTE, PartSegEvaluator, describe_metrics, flat_metrics, model_input
 from util.optim import build_optimizer, clip_gradients
 from util.presets import PARTSEG_K, PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
 from util.run import (AT_LEAST_0, AT_LEAST_1, FRACTION, NON_NEGATIVE, PROBABILITY, Run, add_run_arguments, check_args,
@@ -214,7 +214,7 @@ def evaluate_only(args: argparse.Namespace, device: torch.device) -> dict[str, A
     results = {"mode": "eval", "checkpoint": str(path), "model_args": model_args, "class_choice": class_choice,
                "data": data_kind(args.data_root), "metric_note": METRIC_NOTE, "test": metrics}
     if args.plot:
-        results["plot"] = plot_examples(test, out, run_dir / PLOT_FILE, args.plot_shapes, f"{path.name}: test shapes")
+        results["plot"] = plot_partseg_examples(test, out, run_dir / PLOT_FILE, args.plot_shapes, f"{path.name}: test shapes")
     write_eval_results(run_dir, results)
     return results
 
@@ -404,7 +404,7 @@ def final_evaluation(args: argparse.Namespace, run: Run, evaluator: PartSegEvalu
     if test_at_init is not None:
         results["test_at_init"] = test_at_init
     if args.plot:
-        results["plot"] = plot_examples(test_set, out, run.run_dir / PLOT_FILE, args.plot_shapes,
+        results["plot"] = plot_partseg_examples(test_set, out, run.run_dir / PLOT_FILE, args.plot_shapes,
                                         f"{args.exp_name}, epoch {run.best_epoch}: test shapes")
     atomic_write_text(run.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
     run.logger.log(flat_metrics(metrics, "final_test"), step=args.epochs * run.steps_per_epoch)

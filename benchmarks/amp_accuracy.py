@@ -25,10 +25,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.run import machine_info  # noqa: E402
-from datasets.provenance import data_kind  # noqa: E402
-from datasets.synthetic.generator import generate  # noqa: E402
+from datasets.provenance import data_kind, generate  # noqa: E402
 from util.fileio import atomic_write_text  # noqa: E402
-from util.stats import paired_difference, summarize  # noqa: E402
+from evaluation.seeds import paired_difference, summarize  # noqa: E402
 from util.checkpoint import TRAINING_STATE_NAME
 
 SETS = ("modelnet40", "scanobjectnn")
@@ -110,7 +109,7 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], kind: str) -
     return {"data": kind, "preset": args.preset, "device": args.device, "seeds": args.seeds,
             "precisions": args.precisions, "metrics": table, "runs": results,
             "machine": machine_info(args.device),
-            "method": "seed-paired difference, 95% t-interval over seeds (util.stats.paired_difference); SVM "
+            "method": "seed-paired difference, 95% t-interval over seeds (evaluation.seeds.paired_difference); SVM "
                       "(fixed C, original protocol) in fp32 on the encoder pretrained in each precision"}
 
 

@@ -19,7 +19,7 @@ Sections (``--only loader,probe``):
   EXTRAPOLATED to 9840 + 2468 clouds. (b) SVM fit + predict on a synthetic ModelNet40-sized feature set
   (9840 x 2048 train, 2468 x 2048 test, 40 classes; see ``probe_features``) with the paper's
   ``SVC(kernel="linear", C=0.01)`` and with ``SVC(kernel="precomputed")`` on the linear Gram matrix (the same
-  libsvm problem, ``util.evaluation.linear_svm(solver="svc_precomputed")``), and for reference
+  libsvm problem, ``evaluation.svm.linear_svm(solver="svc_precomputed")``), and for reference
   ``LinearSVC(C=0.01)``, a DIFFERENT classifier (squared hinge, one-vs-rest, liblinear).
 
 The data root defaults to ``data/synthetic_small`` when it holds the ``small`` synthetic preset, else the
@@ -365,7 +365,7 @@ def bench_svm(args: argparse.Namespace) -> dict[str, Any]:
     """Fit + predict time and accuracy of the SVM solvers on ModelNet40-sized synthetic features."""
     from sklearn.svm import LinearSVC
 
-    from util.evaluation import linear_svm
+    from evaluation.svm import linear_svm
 
     t0 = time.perf_counter()
     train_f, train_y, test_f, test_y = probe_features(MODELNET40_TRAIN, MODELNET40_TEST, MODELNET40_CLASSES,

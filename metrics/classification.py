@@ -15,12 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from util.evaluation import class_accuracies
-from util.plotting import confusion_matrix
 from util.progress import progress_bar
 from util.device import autocast_context
 
-__all__ = ["ClsEvaluator", "to_model_input", "classification_metrics", "describe"]
+__all__ = ["ClsEvaluator", "class_accuracies", "confusion_matrix", "to_model_input", "classification_metrics", "describe"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -30,6 +28,18 @@ def to_model_input(points: torch.Tensor, labels: Any, device: torch.device) -> t
     x = points.to(device, non_blocking=True).transpose(1, 2).contiguous()  # (B, 3, N)
     y = torch.as_tensor(labels).to(device, non_blocking=True).reshape(-1).long()  # (B,)
     return x, y
+
+
+def class_accuracies(y_true: np.ndarray, y_pred: np.ndarray) -> dict[int, float]:
+    """Per-class accuracy (recall) for each class present in ``y_true`` (N,), given ``y_pred`` (N,)."""
+    return {int(c): float(np.mean(y_pred[y_true == c] == c)) for c in np.unique(y_true)}
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts (num_classes, num_classes): rows are true classes, columns predicted classes."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)), 1)
+    return cm
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int,

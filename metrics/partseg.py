@@ -10,14 +10,12 @@ outputs) are the original evaluation's and are reported next to them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 
 from datasets.tables import SHAPENET_PART_NUM_CATEGORIES as NUM_CATEGORIES
 from datasets.tables import SHAPENET_PART_NUM_PARTS as NUM_PARTS
@@ -26,7 +24,7 @@ from util.progress import progress_bar
 from util.device import autocast_context
 
 __all__ = ["METRIC_NOTE", "PartSegEvaluator", "category_one_hot", "model_input", "describe_metrics",
-           "flat_metrics", "plot_examples"]
+           "flat_metrics"]
 
 METRIC_NOTE = ("restricted: argmax over the parts of each shape's category (headline numbers); "
                "unrestricted: argmax over all head outputs, as the original evaluation; class_miou is the mean "
@@ -135,19 +133,3 @@ def describe_metrics(metrics: dict[str, Any], split: str) -> str:
             f"acc {100 * r['accuracy']:.2f} (restricted to the category's parts) | unrestricted argmax: "
             f"instance mIoU {100 * u['instance_miou']:.2f} class mIoU {100 * u['class_miou']:.2f} "
             f"acc {100 * u['accuracy']:.2f} | loss {metrics['loss']:.4f}, {r['num_shapes']} shapes")
-
-
-def plot_examples(dataset: Dataset, out: dict[str, Any], path: Path, num_shapes: int, title: str) -> str:
-    """Ground truth vs (restricted) prediction for the first shape of up to ``num_shapes`` categories."""
-    from util.partseg_plot import plot_part_segmentation
-
-    chosen, seen = [], set()
-    for i, c in enumerate(out["category"].tolist()):
-        if c not in seen:
-            seen.add(c)
-            chosen.append(i)
-        if len(chosen) == num_shapes:
-            break
-    points = np.stack([dataset[i][0].numpy() for i in chosen])  # (S, N, 3)
-    return plot_part_segmentation(points, out["target"][chosen], out["pred"][chosen], out["category"][chosen],
-                                  path, title=title)

@@ -39,15 +39,16 @@ sys.path.insert(0, str(REPO_ROOT))
 import torch  # noqa: E402
 
 from datasets.classification import ClassificationData  # noqa: E402
-from datasets.provenance import data_kind, data_seed  # noqa: E402
-from datasets.synthetic.generator import generate  # noqa: E402
+from datasets.provenance import data_kind, data_seed, generate  # noqa: E402
+from evaluation.features import ExtractOptions, load_features  # noqa: E402
+from evaluation.fewshot import few_shot  # noqa: E402
+from evaluation.plots import write_tsne  # noqa: E402
+from evaluation.seeds import paired_difference, summarize  # noqa: E402
+from evaluation.svm import SVMConfig, svm_on_dataset  # noqa: E402
 from util.checkpoint import torch_load_checked  # noqa: E402
 from util.weights import RANDOM_INIT, load_point_encoder  # noqa: E402
-from util.evaluation import few_shot  # noqa: E402
 from util.fileio import atomic_write_text  # noqa: E402
-from util.frozen_eval import ExtractOptions, SVMConfig, load_features, svm_on_dataset, write_tsne  # noqa: E402
 from util.presets import (FEWSHOT, PRETRAIN_K, PUBLISHED_EMB_DIMS, SVM_C, SVM_POINTS, setting)  # noqa: E402
-from util.stats import paired_difference, summarize  # noqa: E402
 from util.checkpoint import TRAINING_STATE_NAME
 from util.device import resolve_device
 

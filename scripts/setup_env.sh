@@ -34,7 +34,8 @@ echo "import crosspoint_torchvision_compat; crosspoint_torchvision_compat.instal
   > "$site/crosspoint_torchvision_compat.pth"
 
 "$venv/bin/python" - <<'PY'
-import torch, torchvision
+import jupyterlab, torch, torchvision
 print(f"setup_env: ok (torch {torch.__version__}, torchvision {torchvision.__version__}, "
-      f"cuda available: {torch.cuda.is_available()})")
+      f"cuda available: {torch.cuda.is_available()}, jupyterlab {jupyterlab.__version__}: "
+      ".venv/bin/jupyter lab eval_ssl.ipynb opens the SVM evaluation notebook)")
 PY

@@ -2,8 +2,8 @@
 
     python tests/cluster_entry.py train_crossmodal ARGS...          (or under torchrun)
 
-``CLUSTER_FAULT="KIND:RANK:EPOCH:STEP"`` injects, on rank RANK, just before step STEP (0-based) of epoch
-EPOCH runs its forward pass:
+``CLUSTER_FAULT="KIND:RANK:EPOCH:STEP"`` injects, on rank RANK, in step STEP (0-based) of epoch EPOCH, after its
+forward pass and before its update (when the script hands the step's loss to ``EpochMeter.update``):
 
 - ``term``: SIGTERM to this process (what SLURM and scancel send), so the step runs with the signal noted;
 - ``die``: ``os._exit(1)`` (a crashed worker), only on torchrun's first attempt (TORCHELASTIC_RESTART_COUNT
@@ -22,32 +22,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import util.run  # noqa: E402  (after the repository root is on the path)
+import util.epoch  # noqa: E402  (after the repository root is on the path)
 
 
 def _inject(kind: str, rank: int, epoch: int, step: int) -> None:
-    """Wrap Run.train_epoch so that the fault fires at (rank, epoch, step)."""
+    """Wrap EpochMeter.update so that the fault fires at (rank, epoch, step)."""
     if int(os.environ.get("RANK", "0")) != rank:
         return
     if kind == "die" and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) != 0:
         return
-    real = util.run.Run.train_epoch
+    real = util.epoch.EpochMeter.update
 
-    def train_epoch(self, step_fn, loader, ep):
-        count = [0]
+    def update(self, at_step, loss, metrics, batch_size):
+        if self.epoch == epoch and at_step == step:
+            if kind == "term":
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                os._exit(1)
+        return real(self, at_step, loss, metrics, batch_size)
 
-        def faulty(batch):
-            if ep == epoch and count[0] == step:
-                if kind == "term":
-                    os.kill(os.getpid(), signal.SIGTERM)
-                else:
-                    os._exit(1)
-            count[0] += 1
-            return step_fn(batch)
-
-        return real(self, faulty, loader, ep)
-
-    util.run.Run.train_epoch = train_epoch
+    util.epoch.EpochMeter.update = update
 
 
 def main() -> None:

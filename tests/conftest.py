@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import util.torchvision_compat
@@ -13,6 +14,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Keep the 2-core CI machine responsive: torch's intra-op threads compete with DataLoader workers.
 os.environ.setdefault("WANDB_MODE", "disabled")
+
+
+def gaussian_blobs(n_per_class: int, n_classes: int, dim: int, sep: float, seed: int):
+    """Features (n_classes * n_per_class, dim) float32 around random class centres ``sep`` apart, labels (N,)."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    centers = rng.normal(size=(n_classes, dim)) * sep
+    return (centers[y] + rng.normal(size=(len(y), dim))).astype(np.float32), y
 
 
 @pytest.fixture(scope="session")

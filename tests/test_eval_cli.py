@@ -10,10 +10,10 @@ import torch
 import eval_fewshot
 import eval_svm
 from datasets.classification import ClassificationData
+from evaluation.features import feature_cache_key
 from models import build_point_encoder
 from util.checkpoint import CheckpointError, save_weights
 from util.weights import load_point_encoder
-from util.frozen_eval import feature_cache_key
 
 NUM_POINTS = "128"
 COMMON = ["--num_points", NUM_POINTS, "--batch_size", "16", "--device", "cpu", "--no_progress"]
@@ -206,7 +206,7 @@ def test_fewshot_query_split_test(tiny_ckpt, tiny_data_root, tmp_path, cache_dir
 
 
 def test_fewshot_too_few_samples_names_class(tiny_ckpt, tiny_data_root, tmp_path, cache_dir):
-    from util.evaluation import FewShotDataError
+    from evaluation.fewshot import FewShotDataError
 
     min_count, _, names = _min_class_count(tiny_data_root)
     args = ["--model_path", str(tiny_ckpt), "--data_root", str(tiny_data_root), "--cache_dir", str(cache_dir),
