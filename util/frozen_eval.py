@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from util.encoders import RANDOM_INIT, LoadedEncoder
+from util.weights import RANDOM_INIT, LoadedEncoder
 from util.evaluation import cross_validate_C, extract_features, linear_svm
 from util.fileio import atomic_write, atomic_write_text
 from util.training import eval_loader
