@@ -25,7 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.run import machine_info  # noqa: E402
-from datasets.provenance import data_kind, generate  # noqa: E402
+from datasets.provenance import data_kind  # noqa: E402
+from datasets.synthetic.generator import generate  # noqa: E402
 from util.fileio import atomic_write_text  # noqa: E402
 from evaluation.seeds import paired_difference, summarize  # noqa: E402
 from util.checkpoint import TRAINING_STATE_NAME

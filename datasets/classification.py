@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .transforms import item_rng, scale_translate_shuffle
+from .transforms import CLASSIFICATION_AUGMENTATIONS, item_rng
 
 __all__ = ["CLASSIFICATION_DATASETS", "DEFAULT_VARIANT", "SCANOBJECTNN_VARIANTS", "AugmentedClassification",
            "ClassificationData", "VARIANT_HELP", "check_variant"]
@@ -120,16 +120,25 @@ class ClassificationData:
 
 
 class AugmentedClassification(Dataset):
-    """A classification set with the DGCNN paper's training augmentation, item by item.
+    """A classification set with a recipe's training augmentation, item by item.
 
-    Item ``i``: ``(points float32 (N, 3), label)`` of ``base[i]`` scaled per axis by U(2/3, 3/2), shifted by
-    U(-0.2, 0.2) (DGCNN's ``translate_pointcloud``) and with its points shuffled (DGCNN's
-    ``np.random.shuffle``). Randomness comes from a per-item numpy Generator seeded from torch's RNG, so a
-    run is deterministic for a seed and resumes exactly.
+    Item ``i``: ``(points float32 (N, 3), label)`` of ``base[i]`` through
+    ``CLASSIFICATION_AUGMENTATIONS[augmentation]`` (datasets/transforms.py): ``dgcnn``, the DGCNN paper's per-axis
+    scale U(2/3, 3/2) and shift U(-0.2, 0.2) (its ``translate_pointcloud``) with the points shuffled (its
+    ``np.random.shuffle``); ``pointmae``, Point-MAE's shuffle then ``PointcloudScaleAndTranslate`` in float32.
+    Randomness comes from a per-item numpy Generator seeded from torch's RNG, so a run is deterministic for a
+    seed and resumes exactly.
+
+    Raises:
+        ValueError: unknown ``augmentation``.
     """
 
-    def __init__(self, base: Dataset) -> None:
+    def __init__(self, base: Dataset, augmentation: str = "dgcnn") -> None:
+        if augmentation not in CLASSIFICATION_AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {augmentation!r}; choose from "
+                             f"{sorted(CLASSIFICATION_AUGMENTATIONS)}")
         self.base = base
+        self.augment = CLASSIFICATION_AUGMENTATIONS[augmentation]
         self.labels = base.labels
         self.class_names = getattr(base, "class_names", None)
         self.num_points = base.num_points
@@ -139,5 +148,5 @@ class AugmentedClassification(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         points, label = self.base[index]
-        points, _ = scale_translate_shuffle(np.asarray(points, dtype=np.float32), item_rng())  # (N, 3)
+        points, _ = self.augment(np.asarray(points, dtype=np.float32), item_rng())  # (N, 3)
         return torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)), label

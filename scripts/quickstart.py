@@ -2,6 +2,7 @@
 
     python scripts/quickstart.py                                  # preset small, seed 1, synthetic data, CPU
     python scripts/quickstart.py --seeds 1 2 3 4 5 --stages pretrain eval partseg cls   # the ablation with spread
+    python scripts/quickstart.py --seeds 1 2 3 4 5 --stages pretrain cls partseg_pretrained  # fine-tuning rows
     python scripts/quickstart.py --preset paper --device cuda     # GPU-scale synthetic run, published settings
     python scripts/quickstart.py --data_root data --device cuda   # the real archives, published settings
 
@@ -10,9 +11,13 @@ It compares point encoders of the same architecture on the same data and setting
 linear SVM (fixed C, the original protocol) and few-shot classification (both protocols: queries from
 train, the original; queries from test, stricter). Stage ``partseg`` fine-tunes part segmentation from
 scratch (a pipeline check); stage ``cls`` fine-tunes a classifier from the CrossPoint encoder and from
-random init. Every training run is a separate process (``train_*.py`` with ``--preset``), so nothing here
-restates their settings; a stage that finished is skipped and an interrupted one resumed, and a seed whose
-``result.json`` exists is not run again, so a long multi-seed run survives interruption.
+random init under both recipes of ``train_cls.py`` (``dgcnn`` and ``pointmae``, the preset's epochs with the
+warm-up scaled to them); stage ``partseg_pretrained`` pretrains the part-segmentation encoder with CrossPoint
+(``train_crossmodal.py --model dgcnn_seg``, the paper's path) and fine-tunes part segmentation from it, beside
+the from-scratch run. The default stages are ``pretrain eval partseg``. Every training run is a separate
+process (``train_*.py`` with ``--preset``), so nothing here restates their settings; a stage that finished is
+skipped and an interrupted one resumed, and a seed whose ``result.json`` exists is not run again, so a long
+multi-seed run survives interruption.
 
 One seed writes ``<results_dir>/quickstart.{json,md}`` and t-SNE pictures (with the seed-to-seed spread
 measured in a committed ``ablation.json`` of the same preset, if any); several seeds write
@@ -39,25 +44,27 @@ sys.path.insert(0, str(REPO_ROOT))
 import torch  # noqa: E402
 
 from datasets.classification import ClassificationData  # noqa: E402
-from datasets.provenance import data_kind, data_seed, generate  # noqa: E402
+from datasets.provenance import data_kind, data_seed  # noqa: E402
+from datasets.synthetic.generator import generate  # noqa: E402
 from evaluation.features import ExtractOptions, load_features  # noqa: E402
 from evaluation.fewshot import few_shot  # noqa: E402
 from evaluation.plots import write_tsne  # noqa: E402
 from evaluation.seeds import paired_difference, summarize  # noqa: E402
 from evaluation.svm import SVMConfig, svm_on_dataset  # noqa: E402
-from util.checkpoint import torch_load_checked  # noqa: E402
-from util.weights import RANDOM_INIT, load_point_encoder  # noqa: E402
+from util.checkpoint import TRAINING_STATE_NAME, torch_load_checked  # noqa: E402
+from util.device import resolve_device  # noqa: E402
 from util.fileio import atomic_write_text  # noqa: E402
 from util.presets import (FEWSHOT, PRETRAIN_K, PUBLISHED_EMB_DIMS, SVM_C, SVM_POINTS, setting)  # noqa: E402
-from util.checkpoint import TRAINING_STATE_NAME
-from util.device import resolve_device
+from util.weights import RANDOM_INIT, load_point_encoder  # noqa: E402
 
 ARMS = {"crosspoint": "CrossPoint (IMID + CMID)", "imid_only": "IMID only", "random": "Random init (no training)"}
 SVM_DATASETS = ("modelnet40", "scanobjectnn")
 PROTOCOLS = {"train": "queries from train (original)", "test": "queries from test (strict)"}
 CLS_ARMS = {"crosspoint": "from CrossPoint", "random": "from random init"}
 CLS_DATA = {"dataset": "scanobjectnn", "variant": "obj_bg"}
-STAGES = ("pretrain", "eval", "partseg", "cls")
+CLS_RECIPES = ("dgcnn", "pointmae")  # train_cls.py --recipe, each from CrossPoint and from random init
+PARTSEG_ARMS = {"crosspoint": "from CrossPoint (dgcnn_seg pretraining)", "scratch": "from scratch"}
+STAGES = ("pretrain", "eval", "partseg", "cls", "partseg_pretrained")
 # Environment of every training process: one BLAS/OpenMP thread pool of a fixed size, so results do not
 # depend on how many cores the machine has (see the README's reproducibility section); idle OpenMP threads
 # sleep instead of spinning, which only matters for speed on a shared machine.
@@ -75,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[1],
                    help="training/evaluation seeds; several give per-seed values, mean ± std and paired intervals")
     p.add_argument("--stages", nargs="+", choices=STAGES, default=["pretrain", "eval", "partseg"],
-                   help="what to run per seed (cls: classification fine-tuning, CrossPoint vs random init)")
+                   help="what to run per seed (cls: classification fine-tuning under both recipes, CrossPoint "
+                        "vs random init, needs pretrain for the CrossPoint arm; partseg_pretrained: CrossPoint "
+                        "pretraining of dgcnn_seg, part segmentation from it and from scratch)")
     p.add_argument("--data_root", default=None,
                    help="existing data root (real archives or synthetic); default: generate data/synthetic_<preset>")
     p.add_argument("--data_seed", type=int, default=None,
@@ -161,11 +170,12 @@ def run_script(args: argparse.Namespace, script: str, run_dir: Path, flags: list
                          "run the same command again: finished stages are skipped and this one resumes.")
 
 
-def pretrain(args: argparse.Namespace, arm: str, seed: int, seed_dir: Path, data_root: Path) -> dict[str, Any]:
-    """Pretrain one arm (or resume it); returns its summary from the training state."""
+def pretrain(args: argparse.Namespace, arm: str, seed: int, seed_dir: Path, data_root: Path,
+             model: str = "dgcnn") -> dict[str, Any]:
+    """Pretrain one arm (or resume it) with the ``model`` encoder; returns its summary from the training state."""
     run_dir = seed_dir / arm
     flags = ["--data_root", str(data_root), "--seed", str(seed), "--num_workers", str(args.num_workers),
-             "--model", "dgcnn", "--probe_dataset", "modelnet40"] + (["--imid_only"] if arm == "imid_only" else [])
+             "--model", model, "--probe_dataset", "modelnet40"] + (["--imid_only"] if arm == "imid_only" else [])
     if args.epochs is not None:
         flags += ["--epochs", str(args.epochs)]
     run_script(args, "train_crossmodal.py", run_dir, flags)
@@ -213,30 +223,36 @@ def evaluate_arm(args: argparse.Namespace, weights: str, seed: int, data_root: P
     return out
 
 
-def finetune_partseg(args: argparse.Namespace, seed: int, seed_dir: Path, data_root: Path) -> dict[str, Any]:
-    """A short part-segmentation fine-tune from random init (a pipeline check)."""
-    run_dir = seed_dir / "partseg_scratch"
+def finetune_partseg(args: argparse.Namespace, seed: int, seed_dir: Path, data_root: Path,
+                     pretrained: str | None = None) -> dict[str, Any]:
+    """A short part-segmentation fine-tune from random init (a pipeline check), or from a ``dgcnn_seg``
+    pretraining run directory (``pretrained``)."""
+    run_dir = seed_dir / ("partseg_scratch" if pretrained is None else "partseg_crosspoint")
     if not (run_dir / "results.json").is_file():
+        init = [] if pretrained is None else ["--pretrained_path", pretrained]
         run_script(args, "train_partseg.py", run_dir, ["--data_root", str(data_root), "--seed", str(seed),
-                                                       "--num_workers", "0", "--eval_at_init"])
+                                                       "--num_workers", "0", "--eval_at_init", *init])
     out = json.loads((run_dir / "results.json").read_text())
     return {"epochs": len(out["history"]), "instance_miou": out["test"]["restricted"]["instance_miou"],
             "class_miou": out["test"]["restricted"]["class_miou"],
             "init_instance_miou": out.get("test_at_init", {}).get("restricted", {}).get("instance_miou")}
 
 
-def finetune_cls(args: argparse.Namespace, arm: str, seed: int, seed_dir: Path, data_root: Path,
+def finetune_cls(args: argparse.Namespace, recipe: str, arm: str, seed: int, seed_dir: Path, data_root: Path,
                  weights: str | None) -> dict[str, Any]:
-    """Classification fine-tuning from the CrossPoint encoder's pretraining run, or from random init."""
-    run_dir = seed_dir / f"cls_{arm}"
+    """Classification fine-tuning under ``recipe`` from the CrossPoint encoder's pretraining run, or from random
+    init (the preset's epochs; train_cls.py scales the recipe's warm-up to them)."""
+    run_dir = seed_dir / f"cls_{recipe}_{arm}"
     if not (run_dir / "results.json").is_file():
-        flags = ["--data_root", str(data_root), "--seed", str(seed), "--num_workers", "0",
+        flags = ["--data_root", str(data_root), "--seed", str(seed), "--num_workers", "0", "--recipe", recipe,
                  "--dataset", CLS_DATA["dataset"], "--variant", CLS_DATA["variant"]]
         run_script(args, "train_cls.py", run_dir, flags + (["--pretrained_path", weights] if weights else []))
     out = json.loads((run_dir / "results.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
     return {"overall_accuracy": out["test"]["overall_accuracy"],
             "mean_class_accuracy": out["test"]["mean_class_accuracy"], "best_epoch": out["best_epoch"],
-            "epochs": len(out["history"])}
+            "epochs": len(out["history"]), "warmup_epochs": config["warmup_epochs"],
+            "val_loss": [h.get("val/loss") for h in out["history"]]}
 
 
 def data_sha256(root: Path) -> str:
@@ -278,6 +294,8 @@ def settings_key(args: argparse.Namespace, data_root: Path, data_hash: str) -> s
     """What determines a seed's results besides the seed: a seed result with another key is redone."""
     fields = {"preset": args.preset, "stages": sorted(args.stages), "data_root": str(Path(data_root).resolve()),
               "data_hash": data_hash, "data_seed": args.data_seed, "epochs": args.epochs, "threads": args.threads}
+    if "cls" in args.stages:
+        fields["cls_recipes"] = list(CLS_RECIPES)  # a seed result from before the recipes is redone
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -309,11 +327,29 @@ def run_seed(args: argparse.Namespace, seed: int, data_root: Path, kind: str, cl
                                       data_root)
     if "cls" in args.stages:
         pre = str(seed_dir / "crosspoint") if "crosspoint" in weights else None
-        result["cls"] = {arm: clock.run(f"seed {seed}: classification fine-tuning {arm}", finetune_cls, args, arm, seed,
-                                        seed_dir, data_root, pre if arm == "crosspoint" else None)
-                         for arm in CLS_ARMS if arm == "random" or pre is not None}
+        result["cls"] = {recipe: {arm: clock.run(f"seed {seed}: classification fine-tuning {recipe} {arm}",
+                                                 finetune_cls, args, recipe, arm, seed, seed_dir, data_root,
+                                                 pre if arm == "crosspoint" else None)
+                                  for arm in CLS_ARMS if arm == "random" or pre is not None}
+                         for recipe in CLS_RECIPES}
+    if "partseg_pretrained" in args.stages:
+        result["partseg_pretrained"] = partseg_from_pretraining(args, seed, seed_dir, data_root, clock)
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def partseg_from_pretraining(args: argparse.Namespace, seed: int, seed_dir: Path, data_root: Path,
+                             clock: Stopwatch) -> dict[str, Any]:
+    """Stage partseg_pretrained: CrossPoint pretraining of the part-segmentation encoder (``dgcnn_seg``, arm
+    ``crosspoint_seg``), part segmentation fine-tuned from it, and the from-scratch run beside it (shared with
+    stage ``partseg``). Returns {"pretraining": summary, "crosspoint": results, "scratch": results}."""
+    pre = clock.run(f"seed {seed}: pretrain crosspoint_seg (dgcnn_seg)", pretrain, args, "crosspoint_seg", seed,
+                    seed_dir, data_root, model="dgcnn_seg")
+    return {"pretraining": pre,
+            "crosspoint": clock.run(f"seed {seed}: part segmentation from CrossPoint", finetune_partseg, args, seed,
+                                    seed_dir, data_root, str(seed_dir / "crosspoint_seg")),
+            "scratch": clock.run(f"seed {seed}: part segmentation from scratch", finetune_partseg, args, seed,
+                                 seed_dir, data_root)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -330,11 +366,16 @@ def metrics_of(seed_result: dict[str, Any]) -> dict[str, dict[str, float]]:
                 out.setdefault(name, {})[arm] = value
             elif name.startswith("fewshot_"):
                 out.setdefault(name, {})[arm] = value["mean"]
-    for arm, r in seed_result.get("cls", {}).items():
-        out.setdefault("cls_overall_accuracy", {})[arm] = r["overall_accuracy"]
-        out.setdefault("cls_mean_class_accuracy", {})[arm] = r["mean_class_accuracy"]
+    for recipe, arms in seed_result.get("cls", {}).items():
+        for arm, r in arms.items():
+            out.setdefault(f"cls_{recipe}_overall_accuracy", {})[arm] = r["overall_accuracy"]
+            out.setdefault(f"cls_{recipe}_mean_class_accuracy", {})[arm] = r["mean_class_accuracy"]
     if "partseg" in seed_result:
         out["partseg_instance_miou"] = {"scratch": seed_result["partseg"]["instance_miou"]}
+    if "partseg_pretrained" in seed_result:
+        for what in ("instance_miou", "class_miou"):
+            out[f"partseg_pretrained_{what}"] = {arm: seed_result["partseg_pretrained"][arm][what]
+                                                 for arm in PARTSEG_ARMS}
     return out
 
 
@@ -346,7 +387,10 @@ def metric_label(name: str, fs: dict[str, Any]) -> str:
         return f"few-shot {fs['k_way']}w{fs['m_shot']}s {dataset}-style, {PROTOCOLS[split]}"
     if name.startswith("cls_"):
         what = "OA" if "overall" in name else "mAcc"
-        return f"fine-tuned classifier {what}, {CLS_DATA['dataset']} {CLS_DATA['variant']}-style"
+        return (f"fine-tuned classifier {what}, {CLS_DATA['dataset']} {CLS_DATA['variant']}-style, recipe "
+                f"{name.split('_')[1]}")
+    if name.startswith("partseg_pretrained_"):
+        return "part seg. " + ("instance" if "instance" in name else "class") + " mIoU"
     return "part seg. instance mIoU (from scratch)"
 
 
@@ -357,7 +401,7 @@ def aggregate(seed_results: list[dict[str, Any]]) -> dict[str, Any]:
     for name in per_seed[0]:
         arms = per_seed[0][name]
         entry = {"arms": {arm: summarize([m[name][arm] for m in per_seed]) for arm in arms}, "differences": {}}
-        for other in ("imid_only", "random"):
+        for other in ("imid_only", "random", "scratch"):
             if "crosspoint" in arms and other in arms:
                 entry["differences"][f"crosspoint - {other}"] = paired_difference(
                     [m[name]["crosspoint"] for m in per_seed], [m[name][other] for m in per_seed])
@@ -378,6 +422,22 @@ def _diff(d: dict[str, Any] | None) -> str:
     return f"{100 * d['mean']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]{mark}"
 
 
+def _finetuning_rows(report: dict[str, Any], prefix: str, title: str, other_name: str, other: str) -> list[str]:
+    """The table of the fine-tuning metrics named ``prefix*``: from CrossPoint, from ``other``, the paired
+    difference (empty cells for an arm that did not run)."""
+    names = [n for n in report["metrics"] if n.startswith(prefix)]
+    if not names:
+        return []
+    lines = ["", f"| {title} | from CrossPoint | {other_name} | CrossPoint − {other} |",
+             "|---|---|---|---|"]
+    for name in names:
+        arms, diffs = report["metrics"][name]["arms"], report["metrics"][name]["differences"]
+        cells = [_pm(arms[a]) if a in arms else "" for a in ("crosspoint", other)]
+        lines.append(f"| {metric_label(name, report['fewshot'])} | {cells[0]} | {cells[1]} | "
+                     f"{_diff(diffs.get(f'crosspoint - {other}'))} |")
+    return lines
+
+
 def ablation_markdown(report: dict[str, Any]) -> str:
     fs = report["fewshot"]
     data = "real data" if report["data"] == "real" else f"data seed {report['data_seed']}"
@@ -386,22 +446,18 @@ def ablation_markdown(report: dict[str, Any]) -> str:
              f"{report['threads']} threads per process. Each cell: mean ± std over seeds "
              "(sample std); differences: mean of the per-seed differences with a 95% paired t-interval over seeds; "
              "(n.s.): the interval contains 0. Few-shot cells are each seed's mean over "
-             f"{fs['n_runs']} episodes.", "",
-             "| metric | CrossPoint | IMID only | random init | CrossPoint − IMID only | CrossPoint − random |",
-             "|---|---|---|---|---|---|"]
-    for name, entry in report["metrics"].items():
-        if name.startswith(("svm_", "fewshot_")):
-            arms, diffs = entry["arms"], entry["differences"]
-            lines.append(f"| {metric_label(name, fs)} | " + " | ".join(_pm(arms[a]) for a in ARMS) + " | "
-                         f"{_diff(diffs.get('crosspoint - imid_only'))} | {_diff(diffs.get('crosspoint - random'))} |")
-    cls = [n for n in report["metrics"] if n.startswith("cls_")]
-    if cls:
-        lines += ["", "| classification fine-tuning | from CrossPoint | from random init | difference |",
-                  "|---|---|---|---|"]
-        for name in cls:
-            entry = report["metrics"][name]
-            lines.append(f"| {metric_label(name, fs)} | {_pm(entry['arms']['crosspoint'])} | "
-                         f"{_pm(entry['arms']['random'])} | {_diff(entry['differences'].get('crosspoint - random'))} |")
+             f"{fs['n_runs']} episodes."]
+    frozen = [name for name in report["metrics"] if name.startswith(("svm_", "fewshot_"))]
+    if frozen:
+        lines += ["", "| metric | CrossPoint | IMID only | random init | CrossPoint − IMID only | "
+                  "CrossPoint − random |", "|---|---|---|---|---|---|"]
+    for name in frozen:
+        arms, diffs = report["metrics"][name]["arms"], report["metrics"][name]["differences"]
+        lines.append(f"| {metric_label(name, fs)} | " + " | ".join(_pm(arms[a]) for a in ARMS) + " | "
+                     f"{_diff(diffs.get('crosspoint - imid_only'))} | {_diff(diffs.get('crosspoint - random'))} |")
+    lines += _finetuning_rows(report, "cls_", "classification fine-tuning", "from random init", "random")
+    lines += _finetuning_rows(report, "partseg_pretrained_", "part segmentation (restricted argmax)",
+                              "from scratch", "scratch")
     if "partseg_instance_miou" in report["metrics"]:
         lines += ["", f"Part segmentation from scratch (pipeline check): instance mIoU "
                       f"{_pm(report['metrics']['partseg_instance_miou']['arms']['scratch'])}."]
@@ -434,7 +490,12 @@ def quickstart_markdown(report: dict[str, Any], spread: dict[str, Any] | None) -
             lines.append(f"| {metric_label(name, fs)} | " + " | ".join(cell(name, a) for a in ARMS) + " |")
     for name in metrics:
         if name.startswith("cls_"):
-            lines.append(f"| {metric_label(name, fs)} | {cell(name, 'crosspoint')} | | {cell(name, 'random')} |")
+            cross = cell(name, "crosspoint") if "crosspoint" in metrics[name] else ""
+            lines.append(f"| {metric_label(name, fs)} | {cross} | | {cell(name, 'random')} |")
+    for name in metrics:
+        if name.startswith("partseg_pretrained_"):
+            lines.append(f"| {metric_label(name, fs)}: from CrossPoint (dgcnn_seg) / from scratch | "
+                         f"{cell(name, 'crosspoint')} | | {cell(name, 'scratch')} |")
     if "partseg" in report:
         ps = report["partseg"]
         init = "n/a" if ps["init_instance_miou"] is None else f"{100 * ps['init_instance_miou']:.1f}"

@@ -131,3 +131,22 @@ def test_a_bad_recipe_flag_is_the_parsers_one_line_error(capsys):
     assert "argument --recipe: invalid choice: 'pointbert'" in capsys.readouterr().err
     with pytest.raises(KeyError, match="grad_clip"):
         parse_with_recipe(_recipe_parser(without=("grad_clip",)), [])
+
+
+@pytest.mark.parametrize("recipe,dataset", sorted(PUBLISHED_POINTS))
+def test_train_cls_defaults_are_each_recipes_published_table(recipe, dataset):
+    """train_cls.py's parsed defaults, with and without --preset paper, equal the typed-out table above; the
+    default recipe needs no --recipe."""
+    chosen = ["--dataset", dataset] + ([] if recipe == "dgcnn" else ["--recipe", recipe])
+    expected = {**PUBLISHED_RECIPES[recipe], "num_points": PUBLISHED_POINTS[recipe, dataset]}
+    for argv in (chosen, chosen + ["--preset", "paper"]):
+        args = parse_with_recipe(train_cls.build_parser(), argv)
+        assert args.recipe == recipe and {k: getattr(args, k) for k in expected} == expected
+
+
+def test_train_cls_small_preset_scales_the_warmup_and_an_explicit_flag_wins():
+    args = parse_with_recipe(train_cls.build_parser(), ["--recipe", "pointmae", "--preset", "small", "--dataset",
+                                                        "scanobjectnn", "--grad_clip", "1", "--no-no_decay_1d"])
+    assert (args.epochs, args.warmup_epochs, args.num_points, args.batch_size, args.k, args.emb_dims) == (
+        20, 1, 512, 16, 15, 256)
+    assert (args.grad_clip, args.no_decay_1d, args.lr, args.optimizer) == (1.0, False, 5e-4, "adamw")

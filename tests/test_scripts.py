@@ -16,8 +16,9 @@ def test_shell_scripts_parse(script):
     assert subprocess.run(["bash", "-n", str(REPO_ROOT / "scripts" / script)]).returncode == 0
 
 
-def _bash(script, *args):
-    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+def _bash(script, *args, env=None):
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1",
+           **(env or {})}
     proc = subprocess.run(["bash", str(REPO_ROOT / "scripts" / script), *map(str, args)], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -26,12 +27,16 @@ def _bash(script, *args):
 
 @pytest.mark.slow
 def test_finetune_cls_script_runs_every_dataset(tiny_data_root, tmp_path):
+    """Issue 22: RECIPE=pointmae runs Point-MAE's recipe on every set (its config says so)."""
     _bash("finetune_cls.sh", "none", tiny_data_root, "--preset", "tiny", "--epochs", "1", "--max_steps_per_epoch",
-          "1", "--output_dir", tmp_path, "--num_workers", "0", "--no_progress")
+          "1", "--output_dir", tmp_path, "--num_workers", "0", "--no_progress", env={"RECIPE": "pointmae"})
     runs = sorted(p.parent.name for p in tmp_path.glob("*/results.json"))
-    assert runs == ["cls_modelnet40_scratch", "cls_scanobjectnn_obj_bg_scratch", "cls_scanobjectnn_obj_only_scratch",
-                    "cls_scanobjectnn_pb_t50_rs_scratch"]
+    assert runs == ["cls_modelnet40_pointmae_scratch", "cls_scanobjectnn_obj_bg_pointmae_scratch",
+                    "cls_scanobjectnn_obj_only_pointmae_scratch", "cls_scanobjectnn_pb_t50_rs_pointmae_scratch"]
     assert json.loads((tmp_path / runs[-1] / "results.json").read_text())["variant"] == "pb_t50_rs"
+    for run in runs:
+        config = json.loads((tmp_path / run / "config.json").read_text())
+        assert (config["recipe"], config["optimizer"], config["grad_clip"]) == ("pointmae", "adamw", 10.0)
 
 
 @pytest.mark.slow

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
 
 import train_cls
+from util.presets import RECIPES
 from models import CLS_HEAD_PREFIXES, DGCNN_K, build_classifier, build_point_encoder
 from util.checkpoint import load_pretrained, read_weights_meta, save_weights
 
@@ -32,6 +35,14 @@ def test_defaults_are_the_dgcnn_recipe():
             args.eta_min, args.label_smoothing, args.dropout, args.num_points, args.model, args.k) == (
         250, 32, 16, "sgd", 0.1, 0.9, 1e-4, 1e-3, 0.2, 0.5, 1024, None, None)
     assert DGCNN_K == 20 and args.select_best_on == "val" and not args.no_augment
+    assert (args.recipe, args.schedule, args.lr_order, args.warmup_epochs, args.grad_clip, args.no_decay_1d,
+            args.augmentation) == ("dgcnn", "cosine", "reference", 0, None, False, "dgcnn")
+
+
+def test_recipe_help_names_what_is_not_reproduced_and_the_selection_on_test():
+    text = " ".join(train_cls.build_parser().format_help().split())
+    assert "drop_path_rate 0.1" in text and "layer-wise" in text and "voting is not reproduced" in text
+    assert "--select_best_on test, which selects on the test set" in text and "--select_best_on val" in text
 
 
 def test_classifier_keys_are_the_encoder_keys_plus_the_head():
@@ -112,14 +123,116 @@ def test_every_scanobjectnn_variant(tiny_data_root, tmp_path, dataset, variant):
     assert 0 < results["test"]["num_samples"] and results["model_args"]["num_classes"] == 15
 
 
+def _metrics(run_dir):
+    """The epoch records of metrics.jsonl."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in records if "epoch/epoch" in r]
+
+
+def test_dgcnn_lr_per_epoch_is_the_references(tiny_data_root, tmp_path):
+    """Issue 22: WangYueFt/dgcnn main.py calls scheduler.step() first in each epoch, so epoch 0 trains at the
+    once-stepped lr and the last epoch at eta_min; metrics.jsonl's lr is the lr each epoch trained at."""
+    train_cls.main(_argv(tiny_data_root, tmp_path, "lr", "--epochs", "4", "--max_steps_per_epoch", "1"))
+    logged = [m["epoch/lr"] for m in _metrics(tmp_path / "lr")]
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=4, eta_min=1e-3)
+    reference = []
+    with warnings.catch_warnings():  # torch warns about a scheduler step before an optimizer step
+        warnings.simplefilter("ignore")
+        for _ in range(4):
+            sched.step()  # main.py:72, the first statement of the epoch
+            reference.append(opt.param_groups[0]["lr"])
+    assert logged == pytest.approx(reference, rel=1e-12, abs=0) and logged[-1] == pytest.approx(1e-3)
+    config = json.loads((tmp_path / "lr" / "config.json").read_text())
+    assert (config["recipe"], config["lr_order"], config["recipe_overrides"]) == ("dgcnn", "reference", {"epochs": 4})
+
+
+def test_pointmae_warmup_lrs_and_config(tiny_data_root, tmp_path):
+    """Point-MAE's timm warm-up cosine with its runner's order (step(epoch) after each epoch): epochs 0 and 1 at
+    warmup_lr, then the warm-up's t=1, then the cosine at t=2, 3 (values worked out by hand)."""
+    train_cls.main(_argv(tiny_data_root, tmp_path, "pm", "--recipe", "pointmae", "--epochs", "5",
+                         "--warmup_epochs", "2", "--lr", "1e-3", "--max_steps_per_epoch", "1"))
+    logged = [m["epoch/lr"] for m in _metrics(tmp_path / "pm")]
+    assert logged == pytest.approx([1e-6, 1e-6, 5.005e-4, 6.548539886902864e-4, 3.461460113097139e-4], rel=1e-12)
+    config = json.loads((tmp_path / "pm" / "config.json").read_text())
+    assert {k: config[k] for k in ("recipe", "optimizer", "wd", "no_decay_1d", "schedule", "warmup_epochs",
+                                   "warmup_lr", "eta_min", "grad_clip", "label_smoothing", "augmentation",
+                                   "momentum")} == {
+        "recipe": "pointmae", "optimizer": "adamw", "wd": 0.05, "no_decay_1d": True, "schedule": "warmup_cosine",
+        "warmup_epochs": 2, "warmup_lr": 1e-6, "eta_min": 1e-6, "grad_clip": 10.0, "label_smoothing": 0.0,
+        "augmentation": "pointmae", "momentum": None}
+    assert config["recipe_overrides"] == {"epochs": 5, "warmup_epochs": 2, "lr": 1e-3}
+    assert "recipe pointmae, adamw lr 0.001 wd 0.05 (not on 1-D/bias)" in (tmp_path / "pm" / "log.txt").read_text()
+
+
+def test_pointmae_clips_every_step_and_dgcnn_never(tiny_data_root, tmp_path, monkeypatch):
+    calls = []
+
+    def clip(params, max_norm, optimizer, scaler=None):
+        params = list(params)
+        before = float(clip_gradients(params, max_norm, optimizer, scaler))
+        after = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params
+                                                                  if p.grad is not None])))
+        calls.append((max_norm, before, after))
+        return before
+
+    clip_gradients = train_cls.clip_gradients
+    monkeypatch.setattr(train_cls, "clip_gradients", clip)
+    train_cls.main(_argv(tiny_data_root, tmp_path, "pm", "--recipe", "pointmae", "--epochs", "1",
+                         "--max_steps_per_epoch", "2"))
+    assert [c[0] for c in calls] == [10.0, 10.0]
+    calls.clear()
+    train_cls.main(_argv(tiny_data_root, tmp_path, "dg", "--epochs", "1", "--max_steps_per_epoch", "2"))
+    assert calls == []
+    # a clipped step: a norm above --grad_clip is brought down to it
+    train_cls.main(_argv(tiny_data_root, tmp_path, "tight", "--recipe", "pointmae", "--epochs", "1",
+                         "--max_steps_per_epoch", "2", "--grad_clip", "1e-3"))
+    assert all(before > 1e-3 and after == pytest.approx(1e-3, rel=1e-4) for _, before, after in calls)
+
+
+def test_bad_recipe_combinations_are_one_line(tiny_data_root, tmp_path):
+    cases = [(["--recipe", "pointmae", "--optimizer", "sgd"], "--optimizer sgd needs --momentum"),
+             (["--warmup_epochs", "2"], "--warmup_epochs 2 needs --schedule warmup_cosine"),
+             (["--recipe", "pointmae", "--epochs", "3", "--warmup_epochs", "3"], "must be fewer than --epochs 3")]
+    for extra, message in cases:
+        with pytest.raises(SystemExit, match=message):
+            train_cls.main(_argv(tiny_data_root, tmp_path, "bad", *extra))
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.fixture(scope="module")
+def every_set_root(tiny_data_root, tmp_path_factory):
+    """The tiny data plus a custom set (the ModelNet40 HDF5 layout under custom_cls/, as prepare_meshes writes)."""
+    root = tmp_path_factory.mktemp("every_set")
+    for name in ("modelnet40_ply_hdf5_2048", "ScanObjectNN"):
+        (root / name).symlink_to(tiny_data_root / name)
+    shutil.copytree(tiny_data_root / "modelnet40_ply_hdf5_2048", root / "custom_cls")
+    shutil.copy(tiny_data_root / "SYNTHETIC.json", root / "SYNTHETIC.json")
+    return root
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+@pytest.mark.parametrize("dataset", ["modelnet40", "scanobjectnn", "custom"])
+def test_each_recipe_runs_on_every_classification_set(every_set_root, tmp_path, recipe, dataset):
+    results = train_cls.main(_argv(every_set_root, tmp_path, "r", "--recipe", recipe, "--dataset", dataset,
+                                   "--epochs", "1", "--max_steps_per_epoch", "1"))
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert results["dataset"] == dataset and config["recipe"] == recipe
+    assert config["optimizer"] == RECIPES[recipe]["optimizer"] and config["augmentation"] == recipe
+
+
 @pytest.mark.slow
-def test_resume_is_exact(tiny_data_root, tmp_path):
-    common = ["--epochs", "2", "--max_steps_per_epoch", "2"]
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_resume_is_exact(tiny_data_root, tmp_path, recipe):
+    common = ["--recipe", recipe, "--epochs", "3", "--max_steps_per_epoch", "2"]
+    if recipe == "pointmae":
+        common += ["--warmup_epochs", "1"]  # the cut falls in the warm-up
     full = train_cls.main(_argv(tiny_data_root, tmp_path, "full", *common))
     train_cls.main(_argv(tiny_data_root, tmp_path, "cut", *common, "--stop_after", "1"))
     assert not (tmp_path / "cut" / "results.json").exists()
     resumed = train_cls.main(_argv(tiny_data_root, tmp_path, "cut", *common, "--resume", str(tmp_path / "cut")))
     assert resumed["test"] == full["test"] and resumed["best_epoch"] == full["best_epoch"]
+    assert [m["epoch/lr"] for m in _metrics(tmp_path / "cut")] == [m["epoch/lr"] for m in _metrics(tmp_path / "full")]
     a = torch.load(tmp_path / "full" / "checkpoints" / "classifier_last.pth", weights_only=True)
     b = torch.load(tmp_path / "cut" / "checkpoints" / "classifier_last.pth", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -165,3 +278,18 @@ def test_fewer_training_clouds_than_the_batch_is_one_line_and_leaves_no_run(tiny
     with pytest.raises(SystemExit, match=r"train_cls.py: the training set .* fewer than --batch_size 100000"):
         train_cls.main(_argv(tiny_data_root, tmp_path / "runs", "few", "--batch_size", "100000", "--epochs", "1"))
     assert not (tmp_path / "runs").exists()
+
+
+def test_augmentation_flag_picks_the_recipes_transform(tiny_data_root):
+    from datasets.classification import AugmentedClassification, ClassificationData
+    from datasets.transforms import CLASSIFICATION_AUGMENTATIONS, item_rng
+
+    base = ClassificationData("modelnet40", tiny_data_root, None, 64).load("train")
+    for name, fn in CLASSIFICATION_AUGMENTATIONS.items():
+        torch.manual_seed(3)
+        got, label = AugmentedClassification(base, name)[1]
+        torch.manual_seed(3)
+        expected, _ = fn(base[1][0], item_rng())
+        assert torch.equal(got, torch.from_numpy(expected)) and label == base[1][1]
+    with pytest.raises(ValueError, match="unknown augmentation 'pointbert'"):
+        AugmentedClassification(base, "pointbert")
