@@ -8,7 +8,7 @@ Inputs (files or folders, searched recursively): meshes (OFF, OBJ, PLY with face
 surface-sampled), point clouds (PLY without faces, XYZ/TXT/PTS, NPY, NPZ) and HDF5 files in the published
 layout. The feature is the one the linear-SVM evaluation uses (the encoder's global feature before
 ``inv_head``, eval mode, batched, on any device), with the same preprocessing (see
-``datasets.meshes.encoder_clouds``: published HDF5 clouds as stored, their first ``--num_points`` points;
+``datasets.making.meshes.encoder_clouds``: published HDF5 clouds as stored, their first ``--num_points`` points;
 meshes and other clouds normalised to the unit sphere). A file that cannot be read is reported with the
 reason and skipped.
 
@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from datasets.meshes import UP_AXES, read_encoder_clouds
+from datasets.making.meshes import UP_AXES, read_encoder_clouds
 from evaluation.features import embed_clouds
 from util.weights import load_point_encoder
 from util.fileio import atomic_write, user_errors

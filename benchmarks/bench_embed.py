@@ -6,7 +6,7 @@ Usage (from the repository root):
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.bench_embed   # on a machine other jobs share
 
 What embed.py runs, through the library functions it calls: the inputs are found, read and
-preprocessed with ``datasets.meshes.read_encoder_clouds``; the encoder is loaded with
+preprocessed with ``datasets.making.meshes.read_encoder_clouds``; the encoder is loaded with
 ``util.weights.load_point_encoder`` from a randomly initialised ``DGCNN(k=20, emb_dims=1024)`` saved to
 a temporary .pth; the features come from ``evaluation.features.embed_clouds`` in batches of
 ``--batch_size`` clouds. Random weights cost the same time as trained ones.
@@ -46,7 +46,7 @@ import torch
 
 from benchmarks.bench_prepare_meshes import build_input
 from benchmarks.run import REPO, RESULTS_DIR, print_table, run_and_save
-from datasets.meshes import find_inputs, read_encoder_clouds
+from datasets.making.meshes import find_inputs, read_encoder_clouds
 from models import build_point_encoder
 from util.weights import LoadedEncoder, load_point_encoder
 from evaluation.features import embed_clouds
@@ -111,7 +111,7 @@ def _bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     if not h5.is_file():
         if args.h5:
             raise SystemExit(f"bench_embed: --h5 {h5}: no such file")
-        from datasets.synthetic import generate
+        from datasets.synthetic.generator import generate
 
         print(f"{h5} is absent: generating the small synthetic ModelNet40 set into {work}", flush=True)
         generate(work / "synthetic", preset="small", seed=0, progress=False, only="modelnet40")

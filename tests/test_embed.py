@@ -11,7 +11,7 @@ import torch
 
 import embed
 from datasets.classification import ClassificationData
-from datasets.meshes import UnsupportedFilesWarning
+from datasets.making.meshes import UnsupportedFilesWarning
 from evaluation.features import ExtractOptions, load_features
 from models import build_point_encoder
 from util.checkpoint import save_weights
@@ -74,7 +74,7 @@ def test_real_meshes_and_point_clouds_every_format(ckpt, repo_root, tmp_path):
 def test_same_object_any_scale_same_feature_and_deterministic(ckpt, repo_root, tmp_path, monkeypatch):
     import trimesh
 
-    import datasets.meshes
+    import datasets.making.meshes
 
     mesh = trimesh.load(repo_root / MESHES / "teapot.stl")
     for scale, name in ((1e-3, "small.stl"), (1e4, "large.stl")):
@@ -85,7 +85,7 @@ def test_same_object_any_scale_same_feature_and_deterministic(ckpt, repo_root, t
     b = _embed(ckpt, tmp_path / "b.npz", tmp_path / "small.stl", tmp_path / "large.stl")
     np.testing.assert_array_equal(a["features"], b["features"])  # deterministic for a seed
     # The sampling seed also depends on the file's bytes; with the same samples, the scale is normalised away.
-    monkeypatch.setattr(datasets.meshes, "file_rng", lambda path, seed: np.random.default_rng(seed))
+    monkeypatch.setattr(datasets.making.meshes, "file_rng", lambda path, seed: np.random.default_rng(seed))
     c = _embed(ckpt, tmp_path / "c.npz", tmp_path / "small.stl", tmp_path / "large.stl")
     np.testing.assert_allclose(c["features"][0], c["features"][1], rtol=1e-4, atol=1e-5)
 

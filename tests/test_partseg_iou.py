@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from util import metrics
+import metrics.partseg_iou as iou
 from metrics.partseg_iou import (
     point_accuracy,
     restrict_logits,
@@ -82,12 +82,12 @@ def test_restrict_logits_layouts_and_range():
     b = restrict_logits(logits.transpose(1, 2), cats, part_dim=2)  # (S, N, P)
     c = restrict_logits(logits.transpose(1, 2), cats, part_dim=-1)
     assert torch.equal(a, b) and torch.equal(a, c)
-    start = torch.tensor(metrics.PART_OFFSETS)[:, None]
-    stop = start + torch.tensor(metrics.PARTS_PER_CATEGORY)[:, None]
+    start = torch.tensor(iou.PART_OFFSETS)[:, None]
+    stop = start + torch.tensor(iou.PARTS_PER_CATEGORY)[:, None]
     assert bool(((a >= start) & (a < stop)).all())
     # Within the category, it is the plain argmax of the category's slice.
     for s in range(16):
-        lo, hi = metrics.PART_OFFSETS[s], metrics.PART_OFFSETS[s] + metrics.PARTS_PER_CATEGORY[s]
+        lo, hi = iou.PART_OFFSETS[s], iou.PART_OFFSETS[s] + iou.PARTS_PER_CATEGORY[s]
         assert torch.equal(a[s], logits[s, lo:hi].argmax(dim=0) + lo)
 
 
@@ -115,8 +115,8 @@ def test_matches_original_transcription_random():
     rng = np.random.default_rng(0)
     num_shapes, num_points = 64, 50
     category = rng.integers(0, 16, size=(num_shapes, 1))
-    offsets = np.asarray(metrics.PART_OFFSETS)[category[:, 0]]
-    counts = np.asarray(metrics.PARTS_PER_CATEGORY)[category[:, 0]]
+    offsets = np.asarray(iou.PART_OFFSETS)[category[:, 0]]
+    counts = np.asarray(iou.PARTS_PER_CATEGORY)[category[:, 0]]
     target = offsets[:, None] + rng.integers(0, 100, size=(num_shapes, num_points)) % counts[:, None]
     pred = rng.integers(0, 50, size=(num_shapes, num_points))
     near = rng.random((num_shapes, num_points)) < 0.7

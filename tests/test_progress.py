@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 import util.progress as progress_mod
-from datasets.parallel import Runner
+from datasets.making.parallel import Runner
 from evaluation.features import extract_features
 from util.progress import LineProgress, progress_bar
 from epoch_loop import train_one_epoch  # tests/epoch_loop.py
