@@ -64,6 +64,8 @@ PLAN: dict[str, dict] = {
         {"mode": "run", "add": TINY},
     "python train_cls.py --pretrained_path runs/crosspoint_dgcnn_cls --dataset scanobjectnn --variant obj_bg":
         {"mode": "run", "add": TINY},
+    "python train_cls.py --pretrained_path runs/crosspoint_dgcnn_cls --dataset scanobjectnn --recipe pointmae "
+    "--exp_name cls_pointmae": {"mode": "run", "add": TINY},
     "bash scripts/download_checkpoints.sh": {"mode": "fail", "why": NO_INTERNET},
     "python scripts/verify_checkpoints.py checkpoints/official":
         {"mode": "run", "before": "official",
@@ -71,6 +73,11 @@ PLAN: dict[str, dict] = {
                 "project's tiny pretrained encoder in the published format (the weights without their sidecar)"},
     "python eval_svm.py --model_path checkpoints/official/dgcnn_cls_best.pth --dataset modelnet40 --k 15":
         {"mode": "run", "add": EVAL_TINY},
+    ".venv/bin/jupyter lab eval_ssl.ipynb":
+        {"mode": "covered", "by": "tests/test_notebook.py::test_jupyter_lab_serves_the_notebook_and_runs_it_on_its_kernel",
+         "why": "a server that runs until stopped; the named test starts it on 127.0.0.1, fetches the notebook "
+                "through its contents API and runs its cells on its kernel",
+         "check": ["python", "-m", "jupyterlab", "--version"]},
     # README, "Quickstart"
     "bash scripts/quickstart.sh":
         {"mode": "covered", "by": "tests/test_quickstart.py::test_quickstart_tiny_end_to_end",

@@ -139,8 +139,9 @@ def load_point_encoder(
     settings = resolve_settings(
         ("model", "emb_dims", "k"), {"model": model, "emb_dims": emb_dims, "k": k}, meta,
         infer_point_encoder(state_dict) if state_dict is not None else {},
-        # Differs from the original: its eval_fewshot.py hard-coded k=5 while the published model was trained
-        # with k=15; here k comes from the checkpoint's meta, else the published 15, and is printed.
+        # Differs from the original: its eval_fewshot.py --k defaulted to 5 and fsl_script.sh did not pass it,
+        # while the published model was trained with k=15; here k comes from the checkpoint's meta, else the
+        # published 15, and is printed.
         {"model": ("dgcnn", "default"), "emb_dims": (PUBLISHED_EMB_DIMS, "published default"),
          "k": (PRETRAIN_K, f"published default (original scripts/script.sh --k {PRETRAIN_K})")},
     )
