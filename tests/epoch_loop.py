@@ -69,3 +69,14 @@ def crosspoint_step(point_net: nn.Module, image_net: nn.Module | None, device: t
                                              channels_last, check_shapes=calls["n"] == 1)
 
     return step
+
+
+def toy_problem(seed: int = 0) -> tuple[torch.utils.data.DataLoader, nn.Module, torch.optim.Optimizer]:
+    """A float64 linear regression: (loader of 8 batches of (x (8, 4), y (8, 1)), model, SGD)."""
+    torch.manual_seed(seed)
+    x = torch.randn(64, 4, dtype=torch.float64)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]], dtype=torch.float64)  # (64, 1)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    model = nn.Linear(4, 1).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    return loader, model, opt

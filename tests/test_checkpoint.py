@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from models import build_image_encoder
 from models.dgcnn import DGCNN, DGCNNPartSeg
@@ -24,7 +23,7 @@ from util.checkpoint import (
 from util.checkpoint import load_training_state, save_training_state
 from util.rng import get_rng_state, make_generator
 
-from epoch_loop import train_one_epoch  # tests/epoch_loop.py
+from epoch_loop import toy_problem, train_one_epoch  # tests/epoch_loop.py
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS_CANDIDATES = (
@@ -258,19 +257,8 @@ def test_a_corrupt_sidecar_is_one_line_naming_it(tmp_path, sidecar):
     assert str(tmp_path / "w.json") in str(info.value) and "\n" not in str(info.value)
 
 
-def _toy_problem(seed: int = 0):
-    torch.manual_seed(seed)
-    x = torch.randn(64, 4, dtype=torch.float64)
-    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]], dtype=torch.float64)  # (64, 1)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
-    model = nn.Linear(4, 1).double()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    return loader, model, opt
-
-
 def test_training_state_round_trip(tmp_path):
-    pytest.importorskip("util.checkpoint")
-    loader, model, opt = _toy_problem()
+    loader, model, opt = toy_problem()
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
 
     def step_fn(batch):
@@ -287,7 +275,7 @@ def test_training_state_round_trip(tmp_path):
     )
     torch.load(path, weights_only=True)  # must not need pickle
 
-    _, model2, opt2 = _toy_problem(seed=1)
+    _, model2, opt2 = toy_problem(seed=1)
     sched2 = torch.optim.lr_scheduler.CosineAnnealingLR(opt2, T_max=10)
     state = load_training_state(path, models={"net": model2}, optimizer=opt2, scheduler=sched2)
     assert state["epoch"] == 0 and state["config"]["name"] == "toy" and state["extra"]["best"] == 0.5

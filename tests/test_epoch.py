@@ -8,26 +8,15 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from util.logger import Logger
 from util.epoch import NonFiniteLossError
 
-from epoch_loop import train_one_epoch  # tests/epoch_loop.py
-
-
-def _toy_problem(seed: int = 0):
-    torch.manual_seed(seed)
-    x = torch.randn(64, 4, dtype=torch.float64)
-    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]], dtype=torch.float64)  # (64, 1)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
-    model = nn.Linear(4, 1).double()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    return loader, model, opt
+from epoch_loop import toy_problem, train_one_epoch  # tests/epoch_loop.py
 
 
 def test_train_one_epoch_decreases_loss_and_logs(tmp_path):
-    loader, model, opt = _toy_problem()
+    loader, model, opt = toy_problem()
 
     def step_fn(batch):
         xb, yb = batch
@@ -51,7 +40,7 @@ def test_train_one_epoch_decreases_loss_and_logs(tmp_path):
 
 
 def test_train_one_epoch_stops_on_nan_before_step():
-    loader, model, opt = _toy_problem()
+    loader, model, opt = toy_problem()
     snapshots = []
 
     def step_fn(batch):
