@@ -302,8 +302,8 @@ def test_resume_exactness_note_only_on_cuda_without_deterministic():
 
 def _pr_crosspoint_grads(point_encoder: nn.Module, image_encoder: nn.Module, batch, amp: str,
                          graphs: list[torch.Tensor] | None = None, replay: bool = False):
-    """Loss, flat gradients (point, image) and the output dtypes of every convolution of one CrossPointStep
-    on copies of the encoders. ``graphs`` records the DGCNN's kNN indices (with ``replay``, feeds them back)."""
+    """Loss, flat gradients (point, image) and the output dtypes of every convolution of one CrossPoint step
+    (train_crossmodal.forward_loss) on copies of the encoders. ``graphs`` records the DGCNN's kNN indices (with ``replay``, feeds them back)."""
     import models.dgcnn as dgcnn
 
     point_encoder, image_encoder = copy.deepcopy(point_encoder), copy.deepcopy(image_encoder)
