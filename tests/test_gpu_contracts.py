@@ -30,8 +30,8 @@ Issue 19, item 8: no host synchronisation in every training step (CPU tests of a
 
 On a GPU every ``.item()``, ``bool(tensor)``, ``.tolist()``, ``.cpu()`` and every collective waits for the
 device to finish its queued work, so one per step stalls the pipeline. These tests patch those calls with
-counting wrappers and run the real epoch loop (``tests/epoch_loop.py``, the scripts' loop around ``util.epoch.EpochMeter``): the host may read the
-device once per ``--print_freq`` steps (and at the epoch end), never per step. ``--gather_negatives`` may
+counting wrappers and run the scripts' epoch loop (``tests/epoch_loop.py``, around ``util.epoch.EpochMeter``):
+the host may read the device once per ``--print_freq`` steps (and at the epoch end), never per step. ``--gather_negatives`` may
 compare the gathered shapes across ranks once per run. The probe's feature loaders use workers and pinned
 memory on CUDA.
 
