@@ -62,13 +62,15 @@ from util.optim import OPTIMIZERS, build_optimizer, clip_gradients
 from util.presets import (DEFAULT_RECIPE, PUBLISHED_EMB_DIMS, RECIPE_FLAGS, RECIPE_NAMES, RECIPES,
                           add_preset_argument, parse_with_recipe, recipe_defaults)
 from util.run import (AT_LEAST_0, AT_LEAST_1, FRACTION, NON_NEGATIVE, PROBABILITY, Run, add_run_arguments, check_args,
-                      check_batch, check_points_for_k, epoch_means, every_n_epochs, open_process, write_eval_results)
+                      check_batch, check_points_for_k, epoch_means, every_n_epochs, open_process, eval_run_dir,
+                      write_eval_results)
 from util.device import autocast_context, make_grad_scaler
 from util.epoch import EpochMeter
 from util.loaders import eval_loader, stratified_split
 from util.schedules import LR_ORDERS, SCHEDULES, build_schedule
 from util.weights import build_classifier_with_init, classifier_init, load_classifier
 
+DEFAULT_NAME = "dgcnn_cls"  # run name without --exp_name (--eval: "dgcnn_cls_eval")
 PROG = "train_cls.py"
 PLOT_FILE = "confusion_test.png"
 MODEL_SETTINGS = ("model", "model_args", "dataset", "variant")
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results = evaluate_only(args, device) if info.is_main else {}
             distributed.barrier()
             return results
-        with Run(PROG, args, info, device, default_name="dgcnn_cls") as run:
+        with Run(PROG, args, info, device, default_name=DEFAULT_NAME) as run:
             results = run.nothing_to_do() if run.already_finished else finetune(args, run)
         return distributed.broadcast_object(results)
 
@@ -251,7 +253,7 @@ def report(metrics: dict[str, Any], out: dict, test: Dataset, args: argparse.Nam
 def evaluate_only(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """--eval: the results of --model_path on the test split, written to
     ``<output_dir>/<exp_name or dgcnn_cls_eval>/results_eval.json``."""
-    run_dir = Path(args.output_dir) / (args.exp_name or "dgcnn_cls_eval")
+    run_dir = eval_run_dir(args, DEFAULT_NAME)
     model, name, model_args = load_classifier(PROG, Path(args.model_path), args.k, args.dropout, args.edgeconv)
     test = ClassificationData(args.dataset, args.data_root, args.variant, args.num_points).load("test")
     loader = eval_loader(test, args.test_batch_size, device, args.num_workers)

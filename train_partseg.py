@@ -46,12 +46,14 @@ from metrics.partseg import METRIC_NOTE, PartSegEvaluator, describe_metrics, fla
 from util.optim import build_optimizer, clip_gradients
 from util.presets import PARTSEG_K, PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
 from util.run import (AT_LEAST_0, AT_LEAST_1, FRACTION, NON_NEGATIVE, PROBABILITY, Run, add_run_arguments, check_args,
-                      check_batch, check_points_for_k, epoch_means, every_n_epochs, open_process, write_eval_results)
+                      check_batch, check_points_for_k, epoch_means, every_n_epochs, open_process, eval_run_dir,
+                      write_eval_results)
 from util.device import autocast_context, make_grad_scaler
 from util.epoch import EpochMeter
 from util.loaders import eval_loader, stratified_split
 from util.weights import PARTSEG_HEAD_PREFIXES, build_partseg, load_partseg, partseg_init
 
+DEFAULT_NAME = "dgcnn_partseg"  # run name without --exp_name (--eval: "dgcnn_partseg_eval")
 PROG = "train_partseg.py"
 HEAD_PREFIXES = ("conv7.", "conv8.", "conv9.", "conv10.", "conv11.")
 PLOT_FILE = "partseg_test_examples.png"
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results = evaluate_only(args, device) if info.is_main else {}
             distributed.barrier()
             return results
-        with Run(PROG, args, info, device, default_name="dgcnn_partseg") as run:
+        with Run(PROG, args, info, device, default_name=DEFAULT_NAME) as run:
             results = run.nothing_to_do() if run.already_finished else finetune(args, run)
         return distributed.broadcast_object(results)
 
@@ -197,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def evaluate_only(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """--eval: the results of --model_path on the test split, written to
     ``<output_dir>/<exp_name or dgcnn_partseg_eval>/results_eval.json``."""
-    run_dir = Path(args.output_dir) / (args.exp_name or "dgcnn_partseg_eval")
+    run_dir = eval_run_dir(args, DEFAULT_NAME)
     path = Path(args.model_path)
     model, model_args, class_choice = load_partseg(PROG, path, args.k, args.class_choice, args.dropout, args.edgeconv)
     model.to(device)

@@ -81,7 +81,7 @@ from util.rng import get_rng_state, make_generator, seed_everything, set_rng_sta
 
 __all__ = ["Run", "StopRequested", "PREEMPTED_EXIT", "RUN_LOCK_NAME", "FINISHED_NAME", "add_run_arguments",
            "check_args", "check_batch", "check_points_for_k",
-           "resolve_resume_path", "open_process", "write_eval_results", "is_better", "every_n_epochs",
+           "resolve_resume_path", "open_process", "eval_run_dir", "write_eval_results", "is_better", "every_n_epochs",
            "epoch_means", "AT_LEAST_0", "AT_LEAST_1", "AT_LEAST_2", "POSITIVE",
            "NON_NEGATIVE", "FRACTION", "PROBABILITY"]
 
@@ -814,6 +814,11 @@ def open_process(prog: str, args: argparse.Namespace, validate: Callable[[argpar
             yield info, device
     finally:
         distributed.cleanup()
+
+
+def eval_run_dir(args: argparse.Namespace, default_name: str) -> Path:
+    """``--eval``'s output folder: ``<output_dir>/<exp_name>``, or ``<output_dir>/<default_name>_eval``."""
+    return Path(args.output_dir) / (args.exp_name or f"{default_name}_eval")
 
 
 def write_eval_results(run_dir: Path, results: Mapping[str, Any]) -> None:
