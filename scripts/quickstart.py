@@ -1,8 +1,9 @@
 """The main job, end to end: data -> CrossPoint pretraining -> linear SVM, few-shot, part segmentation.
 
     python scripts/quickstart.py                                  # preset small, seed 1, synthetic data, CPU
-    python scripts/quickstart.py --seeds 1 2 3 4 5 --stages pretrain eval partseg cls   # the ablation with spread
-    python scripts/quickstart.py --seeds 1 2 3 4 5 --stages pretrain cls partseg_pretrained  # fine-tuning rows
+    python scripts/quickstart.py --seeds 1 2 3 4 5 --stages pretrain eval partseg   # the ablation with spread
+    python scripts/quickstart.py --seeds 1 2 3 4 5 --stages pretrain cls partseg_pretrained --threads 1 \
+        --report_name ablation_finetuning                         # the fine-tuning ablation
     python scripts/quickstart.py --preset paper --device cuda     # GPU-scale synthetic run, published settings
     python scripts/quickstart.py --data_root data --device cuda   # the real archives, published settings
 
@@ -20,9 +21,9 @@ skipped and an interrupted one resumed, and a seed whose ``result.json`` exists 
 multi-seed run survives interruption.
 
 One seed writes ``<results_dir>/quickstart.{json,md}`` and t-SNE pictures (with the seed-to-seed spread
-measured in a committed ``ablation.json`` of the same preset, if any); several seeds write
-``<results_dir>/ablation.{json,md}``: per-seed values, mean ± std, and seed-paired differences with 95%
-intervals. Numbers on synthetic data are labelled as such: they are not the paper's tables.
+measured in the committed ``ablation*.json`` of the same preset, if any); several seeds write
+``<results_dir>/<report_name>.{json,md}``: per-seed values, mean ± std, seed-paired differences with 95%
+intervals, the held-out loss curves of the fine-tuning runs and each run's training time. Numbers on synthetic data are labelled as such: they are not the paper's tables.
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where training runs and checkpoints go: <runs_dir>/<preset>-<data hash>/seed<N>, so runs of "
                         "other presets or data never share a directory")
     p.add_argument("--results_dir", default="results", help="where the reports and pictures go")
+    p.add_argument("--report_name", default="ablation",
+                   help="several seeds: the report's file name, <results_dir>/<report_name>.{json,md} (the committed "
+                        "ones: ablation = stages pretrain eval partseg cls, ablation_finetuning = stages pretrain cls "
+                        "partseg_pretrained)")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast on GPU")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p
@@ -181,9 +186,15 @@ def pretrain(args: argparse.Namespace, arm: str, seed: int, seed_dir: Path, data
     run_script(args, "train_crossmodal.py", run_dir, flags)
     state = torch_load_checked(run_dir / "checkpoints" / TRAINING_STATE_NAME, "a training state")
     history = state["extra"]["history"]
-    return {"weights": str(run_dir / "checkpoints" / "point_encoder_best.pth"),
+    return {"weights": str(run_dir / "checkpoints" / "point_encoder_best.pth"), "train_seconds": train_seconds(history),
             "best_epoch": state["extra"]["best_epoch"], "best_probe_val_accuracy": state["extra"]["best_metric"],
             "first_loss": history[0]["loss"], "final_loss": history[-1]["loss"], "epochs": len(history)}
+
+
+def train_seconds(history: list[dict[str, Any]]) -> float:
+    """A run's training time: the sum of its epochs' wall times (``time_s``: training and per-epoch validation;
+    not start-up or the final test), the same whether the quickstart ran the run or found it done."""
+    return round(sum(h.get("time_s", 0.0) for h in history), 1)
 
 
 def fewshot_settings(preset: str) -> dict[str, Any]:
@@ -233,7 +244,7 @@ def finetune_partseg(args: argparse.Namespace, seed: int, seed_dir: Path, data_r
         run_script(args, "train_partseg.py", run_dir, ["--data_root", str(data_root), "--seed", str(seed),
                                                        "--num_workers", "0", "--eval_at_init", *init])
     out = json.loads((run_dir / "results.json").read_text())
-    return {"epochs": len(out["history"]), "instance_miou": out["test"]["restricted"]["instance_miou"],
+    return {"epochs": len(out["history"]), "train_seconds": train_seconds(out["history"]), "instance_miou": out["test"]["restricted"]["instance_miou"],
             "class_miou": out["test"]["restricted"]["class_miou"],
             "init_instance_miou": out.get("test_at_init", {}).get("restricted", {}).get("instance_miou")}
 
@@ -251,7 +262,8 @@ def finetune_cls(args: argparse.Namespace, recipe: str, arm: str, seed: int, see
     config = json.loads((run_dir / "config.json").read_text())
     return {"overall_accuracy": out["test"]["overall_accuracy"],
             "mean_class_accuracy": out["test"]["mean_class_accuracy"], "best_epoch": out["best_epoch"],
-            "epochs": len(out["history"]), "warmup_epochs": config["warmup_epochs"],
+            "epochs": len(out["history"]), "train_seconds": train_seconds(out["history"]),
+            "warmup_epochs": config["warmup_epochs"],
             "val_loss": [h.get("val/loss") for h in out["history"]]}
 
 
@@ -313,7 +325,8 @@ def run_seed(args: argparse.Namespace, seed: int, data_root: Path, kind: str, cl
     result: dict[str, Any] = {"seed": seed, "settings_key": key, "arms": {}, "pretraining": {}}
     weights = {"random": RANDOM_INIT}
     if "pretrain" in args.stages:
-        for arm in ("crosspoint", "imid_only"):
+        # the IMID-only arm is only evaluated (stage eval): fine-tuning starts from the CrossPoint arm
+        for arm in ("crosspoint", "imid_only") if "eval" in args.stages else ("crosspoint",):
             result["pretraining"][arm] = clock.run(f"seed {seed}: pretrain {arm}", pretrain, args, arm, seed,
                                                    seed_dir, data_root)
             weights[arm] = result["pretraining"][arm]["weights"]
@@ -461,8 +474,58 @@ def ablation_markdown(report: dict[str, Any]) -> str:
     if "partseg_instance_miou" in report["metrics"]:
         lines += ["", f"Part segmentation from scratch (pipeline check): instance mIoU "
                       f"{_pm(report['metrics']['partseg_instance_miou']['arms']['scratch'])}."]
-    lines += ["", "Per-seed values: `ablation.json`.", ""]
+    lines += _heldout_loss_rows(report) + _train_time_rows(report)
+    lines += ["", f"Per-seed values: `{report.get('report_name', 'ablation')}.json`.", ""]
     return "\n".join(lines)
+
+
+HELDOUT_EPOCHS = (1, 2, 3, 5, 10)  # 1-based epochs of the held-out loss table (and the last one)
+
+
+def _heldout_loss_rows(report: dict[str, Any]) -> list[str]:
+    """Held-out loss of the classification fine-tuning runs after the first epochs (mean over seeds): whether a
+    recipe keeps what pretraining gave (a lower loss early from CrossPoint than from random init) or not."""
+    runs = [r["cls"] for r in report.get("per_seed", []) if "cls" in r]
+    if not runs:
+        return []
+    n = min(len(arm["val_loss"]) for seed in runs for arms in seed.values() for arm in arms.values())
+    epochs = [e for e in HELDOUT_EPOCHS if e < n] + [n]
+    lines = ["", "Held-out loss of the classification fine-tuning (cross-entropy on the held-out split after each "
+                 "epoch; mean over seeds) and the epoch kept (held-out selection; mean over seeds):", "",
+             "| recipe, init | " + " | ".join(f"epoch {e}" for e in epochs) + " | epoch kept |",
+             "|---|" + "---|" * (len(epochs) + 1)]
+    for recipe, arms in runs[0].items():
+        for arm in arms:
+            curves = [seed[recipe][arm]["val_loss"] for seed in runs]
+            cells = ["n/a" if any(c[e - 1] is None for c in curves) else f"{sum(c[e - 1] for c in curves) / len(curves):.3f}"
+                     for e in epochs]
+            kept = sum(seed[recipe][arm]["best_epoch"] + 1 for seed in runs) / len(runs)
+            lines.append(f"| {recipe}, {CLS_ARMS[arm]} | " + " | ".join(cells) + f" | {kept:.1f} |")
+    return lines
+
+
+def _train_time_rows(report: dict[str, Any]) -> list[str]:
+    """Each kind of training run's time (sum of its epochs' wall times, mean over seeds)."""
+    times: dict[str, list[float]] = {}
+    for r in report.get("per_seed", []):
+        for arm, pre in r.get("pretraining", {}).items():
+            times.setdefault(f"pretraining {arm}", []).append(pre.get("train_seconds"))
+        for recipe, arms in r.get("cls", {}).items():
+            for arm, run in arms.items():
+                times.setdefault(f"classification {recipe} {arm}", []).append(run.get("train_seconds"))
+        if "partseg" in r:
+            times.setdefault("part segmentation scratch", []).append(r["partseg"].get("train_seconds"))
+        ps = r.get("partseg_pretrained", {})
+        for what, run in (("pretraining crosspoint_seg (dgcnn_seg)", ps.get("pretraining")),
+                          ("part segmentation from crosspoint_seg", ps.get("crosspoint")),
+                          ("part segmentation scratch", ps.get("scratch") if "partseg" not in r else None)):
+            if run is not None:
+                times.setdefault(what, []).append(run.get("train_seconds"))
+    cells = [f"{name} {sum(v) / len(v):.0f} s" for name, v in times.items() if v and None not in v]
+    if not cells:
+        return []
+    return ["", f"Training time per run (sum of its epochs' wall times, mean over seeds; {report['threads']} "
+                f"thread(s) per process, {report['determinants'].get('cpu', 'CPU')}): " + ", ".join(cells) + "."]
 
 
 def quickstart_markdown(report: dict[str, Any], spread: dict[str, Any] | None) -> str:
@@ -482,7 +545,7 @@ def quickstart_markdown(report: dict[str, Any], spread: dict[str, Any] | None) -
              f"{fs['n_runs']} episodes.",
              "One seed does not separate methods: " + (
                  f"the seed std in brackets is the spread measured over {spread['_seeds']} seeds in "
-                 "results/ablation.json (same preset)." if spread is not None else
+                 "results/ablation*.json (same preset)." if spread is not None else
                  "run `--seeds 1 2 3 4 5` for the spread."), "",
              "| metric | " + " | ".join(ARMS.values()) + " |", "|---|---|---|---|"]
     for name in metrics:
@@ -508,18 +571,22 @@ def quickstart_markdown(report: dict[str, Any], spread: dict[str, Any] | None) -
 
 
 def committed_spread(results_dir: Path, preset: str) -> dict[str, Any] | None:
-    """The per-metric spread of a committed ablation.json of the same preset, else None."""
-    path = results_dir / "ablation.json"
-    if not path.is_file():
-        return None
-    ablation = json.loads(path.read_text())
-    if ablation.get("preset") != preset:
-        return None
-    return {**ablation["metrics"], "_seeds": len(ablation["seeds"])}
+    """The per-metric spread of the committed multi-seed reports (``ablation*.json``) of the same preset, else
+    None. ``_seeds``: the smallest number of seeds among them."""
+    spread: dict[str, Any] = {}
+    for path in sorted(results_dir.glob("ablation*.json")):
+        ablation = json.loads(path.read_text())
+        if ablation.get("preset") == preset:
+            spread.update(ablation["metrics"])
+            spread["_seeds"] = min(spread.get("_seeds", len(ablation["seeds"])), len(ablation["seeds"]))
+    return spread or None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
+    if Path(args.report_name).name != args.report_name or args.report_name in ("", ".", ".."):
+        raise SystemExit(f"quickstart: --report_name {args.report_name!r} must be a file name without a folder "
+                         "(the report goes to --results_dir).")
     resolve_device(args.device, prog="quickstart.py")  # a missing GPU fails here, before data or runs are written
     torch.set_num_threads(args.threads)  # this process evaluates; the training processes get the same count
     clock = Stopwatch()
@@ -539,15 +606,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "data": kind, "label": "SYNTHETIC data: not the paper's benchmarks" if kind == "synthetic" else "real data",
         "data_root": str(data_root), "data_seed": args.data_seed, "data_hash": data_hash,
         "runs": str(run_root(args, data_hash)), "preset": args.preset, "device": args.device,
-        "threads": args.threads, "seeds": args.seeds, "stages": args.stages,
+        "threads": args.threads, "seeds": args.seeds, "stages": args.stages, "report_name": args.report_name,
         "fewshot": fewshot_settings(args.preset),
         "stage_seconds": clock.stages, "total_seconds": clock.total(),
         "determinants": determinants(args, data_root, kind)}
     if len(args.seeds) > 1:
         report.update(metrics=aggregate(seed_results), per_seed=seed_results)
-        atomic_write_text(results_dir / "ablation.json", json.dumps(report, indent=2) + "\n")
+        atomic_write_text(results_dir / f"{args.report_name}.json", json.dumps(report, indent=2) + "\n")
         text = ablation_markdown(report)
-        atomic_write_text(results_dir / "ablation.md", text)
+        atomic_write_text(results_dir / f"{args.report_name}.md", text)
         print("\n" + text, flush=True)
         return report
     only = seed_results[0]

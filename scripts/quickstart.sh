@@ -2,11 +2,13 @@
 # The main job on a fresh machine: set up .venv (if needed), generate the synthetic data (or reuse it),
 # pretrain CrossPoint on CPU, evaluate (linear SVM, few-shot, part segmentation) and print the table.
 #   bash scripts/quickstart.sh                                   # --preset small on CPU, seed 1
-#   bash scripts/quickstart.sh --seeds 1 2 3 4 5 --stages pretrain eval partseg cls   # the committed ablation
+#   bash scripts/quickstart.sh --seeds 1 2 3 4 5 --stages pretrain eval partseg   # results/ablation.*
+#   bash scripts/quickstart.sh --seeds 1 2 3 4 5 --stages pretrain cls partseg_pretrained --threads 1 \
+#        --report_name ablation_finetuning                       # results/ablation_finetuning.*
 #   bash scripts/quickstart.sh --portable                        # kernels every x86-64 CPU follows (1.3x slower)
 #   bash scripts/quickstart.sh --preset paper --device cuda      # GPU-scale synthetic run
 #   bash scripts/quickstart.sh --data_root data --device cuda    # the real archives, published settings
-# Results: results/quickstart.{json,md} (one seed) or results/ablation.{json,md} (several), t-SNE pictures.
+# Results: results/quickstart.{json,md} (one seed) or results/<report_name>.{json,md} (several), t-SNE pictures.
 # --portable pins torch's CPU kernels (ATen AVX2 kernels, oneDNN capped at AVX2, MKL's COMPATIBLE branch) so
 # that the training itself does not depend on the CPU's instruction sets (see
 # docs/reproducibility.md); the variables must be set before Python starts, which is why this script handles the flag.

@@ -12,6 +12,7 @@ a kernel the server starts.
 
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -124,6 +125,10 @@ def test_saved_outputs_are_labelled_synthetic_and_come_from_the_committed_featur
         assert str(z["kind"]) == "synthetic"
         feats_out = _text(_cell(nb, "features"))
         assert f"checkpoint sha1: {z['checkpoint_sha1']}" in feats_out and "SYNTHETIC data" in feats_out
+        # The encoder line names the checkpoint the last cell documents, relative to the repository (no path of
+        # the machine the notebook was run on).
+        (documented,) = re.findall(r'`checkpoint = "([^"]+)"`', nb.cells[-1].source)
+        assert f") from {documented}\n" in feats_out and not documented.startswith("/")
         rows = []
         for name in p["dataset_names"]:
             f = {k: z[f"{name}__{k}"] for k in ("train_f", "train_y", "test_f", "test_y")}

@@ -43,9 +43,17 @@ def test_quickstart_tiny_end_to_end(quickstart, tiny_data_root, tmp_path):
         assert name in table
     assert (tmp_path / "results" / "quickstart_tsne_crosspoint.png").stat().st_size > 1000
 
-    # A second seed: seed 1 is reused from its result.json, seed 2 runs; the ablation gets the spread.
+    # A second seed (its result made from seed 1's, no training: running a seed is what the call above did):
+    # both are reused from their result.json, and the ablation gets the spread.
+    seed_dir = tmp_path / "runs" / next((tmp_path / "runs").iterdir()).name / "seed1"
+    result = json.loads((seed_dir / "result.json").read_text())
+    result["seed"] = 2
+    for arm in result["arms"].values():
+        arm["svm_scanobjectnn"] += 0.01 if arm is result["arms"]["crosspoint"] else 0.02
+    (seed_dir.parent / "seed2").mkdir()
+    (seed_dir.parent / "seed2" / "result.json").write_text(json.dumps(result))
     ablation = quickstart.main(common + ["--seeds", "1", "2"])
-    assert "seed 1: pretrain crosspoint" not in ablation["stage_seconds"]
+    assert not any(name.startswith(("seed 1:", "seed 2:")) for name in ablation["stage_seconds"])
     svm = ablation["metrics"]["svm_scanobjectnn"]
     assert svm["arms"]["crosspoint"]["n"] == 2 and len(svm["arms"]["crosspoint"]["values"]) == 2
     assert svm["differences"]["crosspoint - random"]["method"].startswith("paired t-interval")
@@ -73,6 +81,7 @@ def test_quickstart_tiny_finetuning_stages(quickstart, tiny_data_root, tmp_path)
             expected_init = "scratch" if arm == "random" else str(seed_dir / "crosspoint" / "checkpoints")
             assert config["init_weights"].startswith(expected_init)
         assert set(out["metrics"][f"cls_{recipe}_overall_accuracy"]) == {"crosspoint", "random"}
+    assert not (seed_dir / "imid_only").exists()  # the IMID-only arm is only pretrained for stage eval
     seg = json.loads((seed_dir / "crosspoint_seg" / "config.json").read_text())
     assert seg["model"] == "dgcnn_seg"
     pretrained = json.loads((seed_dir / "partseg_crosspoint" / "config.json").read_text())
@@ -90,11 +99,23 @@ def test_quickstart_tiny_finetuning_stages(quickstart, tiny_data_root, tmp_path)
     result["partseg_pretrained"]["crosspoint"]["instance_miou"] += 0.05
     (seed_dir.parent / "seed2").mkdir()
     (seed_dir.parent / "seed2" / "result.json").write_text(json.dumps(result))
-    ablation = quickstart.main(common + ["--seeds", "1", "2"])
+    ablation = quickstart.main(common + ["--seeds", "1", "2", "--report_name", "ablation_finetuning"])
+    assert not (tmp_path / "results" / "ablation.json").exists()
     for name in ("cls_dgcnn_overall_accuracy", "cls_pointmae_overall_accuracy"):
         assert ablation["metrics"][name]["differences"]["crosspoint - random"]["n"] == 2
     assert ablation["metrics"]["partseg_pretrained_instance_miou"]["differences"]["crosspoint - scratch"]["n"] == 2
-    md = (tmp_path / "results" / "ablation.md").read_text()
+    md = (tmp_path / "results" / "ablation_finetuning.md").read_text()
+    # The held-out loss after each epoch (tiny: 2 epochs) and each kind of run's training time, from the runs.
+    cls_run = result["cls"]["pointmae"]["random"]
+    assert cls_run["train_seconds"] > 0 and len(cls_run["val_loss"]) == 2
+    assert f"| pointmae, from random init | {cls_run['val_loss'][0]:.3f} |" in md  # seed 2 is a copy of seed 1
+    assert "Training time per run" in md and "pretraining crosspoint_seg (dgcnn_seg)" in md
+    assert "Per-seed values: `ablation_finetuning.json`." in md
+    # One seed again: the fine-tuning rows get the seed std of the committed ablation_finetuning.json.
+    quickstart.main(common)
+    assert "seed std" in (tmp_path / "results" / "quickstart.md").read_text()
+    with pytest.raises(SystemExit, match="must be a file name"):
+        quickstart.main(common + ["--report_name", "../x"])
     assert "| classification fine-tuning | from CrossPoint | from random init | CrossPoint − random |" in md
     assert "| part segmentation (restricted argmax) | from CrossPoint | from scratch | CrossPoint − scratch |" in md
     assert "recipe dgcnn |" in md and "recipe pointmae |" in md and "| part seg. instance mIoU |" in md
