@@ -456,11 +456,12 @@ def ablation_markdown(report: dict[str, Any]) -> str:
     data = "real data" if report["data"] == "real" else f"data seed {report['data_seed']}"
     lines = [f"# Ablation over {len(report['seeds'])} seeds ({report['label']})", "",
              f"Preset `{report['preset']}`, seeds {report['seeds']}, {data}, device `{report['device']}`, "
-             f"{report['threads']} threads per process. Each cell: mean ± std over seeds "
+             f"{_threads(report)} per process. Each cell: mean ± std over seeds "
              "(sample std); differences: mean of the per-seed differences with a 95% paired t-interval over seeds; "
-             "(n.s.): the interval contains 0. Few-shot cells are each seed's mean over "
-             f"{fs['n_runs']} episodes."]
+             "(n.s.): the interval contains 0."]
     frozen = [name for name in report["metrics"] if name.startswith(("svm_", "fewshot_"))]
+    if any(name.startswith("fewshot_") for name in frozen):
+        lines[-1] += f" Few-shot cells are each seed's mean over {fs['n_runs']} episodes."
     if frozen:
         lines += ["", "| metric | CrossPoint | IMID only | random init | CrossPoint − IMID only | "
                   "CrossPoint − random |", "|---|---|---|---|---|---|"]
@@ -524,8 +525,12 @@ def _train_time_rows(report: dict[str, Any]) -> list[str]:
     cells = [f"{name} {sum(v) / len(v):.0f} s" for name, v in times.items() if v and None not in v]
     if not cells:
         return []
-    return ["", f"Training time per run (sum of its epochs' wall times, mean over seeds; {report['threads']} "
-                f"thread(s) per process, {report['determinants'].get('cpu', 'CPU')}): " + ", ".join(cells) + "."]
+    return ["", f"Training time per run (sum of its epochs' wall times, mean over seeds; {_threads(report)} per "
+                f"process, {report['determinants'].get('cpu', 'CPU')}): " + ", ".join(cells) + "."]
+
+
+def _threads(report: dict[str, Any]) -> str:
+    return f"{report['threads']} thread" + ("" if report["threads"] == 1 else "s")
 
 
 def quickstart_markdown(report: dict[str, Any], spread: dict[str, Any] | None) -> str:
