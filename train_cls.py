@@ -58,7 +58,7 @@ from util.checkpoint import WeightsMeta, summarize_keys
 from metrics.classification import ClsEvaluator, describe, to_model_input
 from util.fileio import atomic_write_text
 from util.logger import Logger
-from util.optim import OPTIMIZERS, build_optimizer, clip_gradients
+from util.optim import OPTIMIZERS, backward_step, build_optimizer
 from util.presets import (DEFAULT_RECIPE, PUBLISHED_EMB_DIMS, RECIPE_FLAGS, RECIPE_NAMES, RECIPES,
                           add_preset_argument, parse_with_recipe, recipe_defaults)
 from util.run import (AT_LEAST_0, AT_LEAST_1, FRACTION, NON_NEGATIVE, PROBABILITY, Run, add_run_arguments, check_args,
@@ -366,17 +366,7 @@ def train_one_epoch(net: nn.Module, loader: Any, optimizer: torch.optim.Optimize
             loss = smoothed_cross_entropy(logits, y, eps=args.label_smoothing)
             meter.update(step, loss, {"acc": (logits.detach().argmax(dim=1) == y).float().mean()},
                          batch_size=points.shape[0])
-            if scaler is None:
-                loss.backward()
-                if args.grad_clip is not None:
-                    clip_gradients(params, args.grad_clip, optimizer)
-                optimizer.step()
-            else:  # fp16: scaled backward; the step is skipped when the gradients overflowed
-                scaler.scale(loss).backward()
-                if args.grad_clip is not None:
-                    clip_gradients(params, args.grad_clip, optimizer, scaler)  # unscales first
-                scaler.step(optimizer)
-                scaler.update()
+            backward_step(loss, optimizer, params, args.grad_clip, scaler)  # backward, clip, step (fp16: scaled)
             if meter.stop:  # a stop signal: end after this step's update
                 break
     return meter.stats

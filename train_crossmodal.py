@@ -39,7 +39,7 @@ from models.losses import crosspoint_loss, nt_xent
 from models.sync_bn import convert_sync_batchnorm
 from util import distributed
 from util.checkpoint import WeightsMeta
-from util.optim import clip_gradients
+from util.optim import backward_step
 from util.presets import PRETRAIN_K, PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
 from util.run import (AT_LEAST_1, FRACTION, POSITIVE, Run, add_run_arguments, check_args, check_batch,
                       check_points_for_k, epoch_means, every_n_epochs, open_process)
@@ -350,17 +350,7 @@ def train_one_epoch(point_net: nn.Module, image_net: nn.Module | None, loader: D
             loss, parts = forward_loss(point_net, image_net, (pc1, pc2, img), device, args.amp, args.temperature,
                                        gather, channels_last, check_shapes=check_shapes and step == 0)
             meter.update(step, loss, parts, batch_size=pc1.shape[0])  # reads the sums every --print_freq steps
-            if scaler is None:
-                loss.backward()
-                if args.grad_clip is not None:
-                    clip_gradients(params, args.grad_clip, optimizer)
-                optimizer.step()
-            else:  # fp16: scaled backward; the step is skipped when the gradients overflowed
-                scaler.scale(loss).backward()
-                if args.grad_clip is not None:
-                    clip_gradients(params, args.grad_clip, optimizer, scaler)  # unscales first
-                scaler.step(optimizer)
-                scaler.update()
+            backward_step(loss, optimizer, params, args.grad_clip, scaler)  # backward, clip, step (fp16: scaled)
             if meter.stop:  # a stop signal: end after this step's update
                 break
     return meter.stats

@@ -43,7 +43,7 @@ from datasets.tables import SHAPENET_PART_ALIASES, SHAPENET_PART_CATEGORIES as C
 from metrics.partseg_iou import format_category_table
 from evaluation.plots import plot_partseg_examples
 from metrics.partseg import METRIC_NOTE, PartSegEvaluator, describe_metrics, flat_metrics, model_input
-from util.optim import build_optimizer, clip_gradients
+from util.optim import backward_step, build_optimizer
 from util.presets import PARTSEG_K, PUBLISHED_EMB_DIMS, add_preset_argument, parse_with_preset
 from util.run import (AT_LEAST_0, AT_LEAST_1, FRACTION, NON_NEGATIVE, PROBABILITY, Run, add_run_arguments, check_args,
                       check_batch, check_points_for_k, epoch_means, every_n_epochs, open_process, eval_run_dir,
@@ -324,17 +324,7 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
             # Differs from the original: training logs loss and per-point accuracy, not the training-set mIoU.
             acc = (logits.detach().argmax(dim=1) == target).float().mean()
             meter.update(step, loss, {"acc": acc}, batch_size=points.shape[0])
-            if scaler is None:
-                loss.backward()
-                if args.grad_clip is not None:
-                    clip_gradients(params, args.grad_clip, optimizer)
-                optimizer.step()
-            else:  # fp16: scaled backward; the step is skipped when the gradients overflowed
-                scaler.scale(loss).backward()
-                if args.grad_clip is not None:
-                    clip_gradients(params, args.grad_clip, optimizer, scaler)  # unscales first
-                scaler.step(optimizer)
-                scaler.update()
+            backward_step(loss, optimizer, params, args.grad_clip, scaler)  # backward, clip, step (fp16: scaled)
             if meter.stop:  # a stop signal: end after this step's update
                 break
     return meter.stats

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import train_crossmodal
-from util.optim import clip_gradients
+from util.optim import backward_step
 from util.epoch import EpochMeter
 
 
@@ -34,17 +34,7 @@ def train_one_epoch(step_fn: Callable[[Any], tuple[torch.Tensor, dict]], loader:
             optimizer.zero_grad(set_to_none=True)
             loss, metrics = step_fn(batch)
             meter.update(step, loss, metrics, batch_size=_batch_size(batch))
-            if scaler is None:
-                loss.backward()
-                if grad_clip_norm is not None:
-                    clip_gradients(params, grad_clip_norm, optimizer)
-                optimizer.step()
-            else:
-                scaler.scale(loss).backward()
-                if grad_clip_norm is not None:
-                    clip_gradients(params, grad_clip_norm, optimizer, scaler)
-                scaler.step(optimizer)
-                scaler.update()
+            backward_step(loss, optimizer, params, grad_clip_norm, scaler)
             if meter.stop:
                 break
     return meter.stats

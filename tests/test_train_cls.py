@@ -176,8 +176,10 @@ def test_pointmae_clips_every_step_and_dgcnn_never(tiny_data_root, tmp_path, mon
         calls.append((max_norm, before, after))
         return before
 
-    clip_gradients = train_cls.clip_gradients
-    monkeypatch.setattr(train_cls, "clip_gradients", clip)
+    import util.optim
+
+    clip_gradients = util.optim.clip_gradients
+    monkeypatch.setattr(util.optim, "clip_gradients", clip)  # what backward_step calls
     train_cls.main(_argv(tiny_data_root, tmp_path, "pm", "--recipe", "pointmae", "--epochs", "1",
                          "--max_steps_per_epoch", "2"))
     assert [c[0] for c in calls] == [10.0, 10.0]

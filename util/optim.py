@@ -9,6 +9,9 @@ left out.
 ``clip_gradients``: ``clip_grad_norm_`` over the parameters (Point-MAE ``tools/runner_finetune.py`` line 158,
 ``norm_type=2``), after ``scaler.unscale_(optimizer)`` when a GradScaler is in use: the scaled gradients
 would otherwise be clipped at ``max_norm * scale``.
+
+``backward_step``: the backward pass and the optimizer step of one training step, as every training loop
+writes it (plain or fp16 with a GradScaler, clipping in between).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-__all__ = ["OPTIMIZERS", "decay_groups", "build_optimizer", "clip_gradients"]
+__all__ = ["OPTIMIZERS", "decay_groups", "build_optimizer", "clip_gradients", "backward_step"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -73,3 +76,21 @@ def clip_gradients(params: Iterable[torch.Tensor], max_norm: float, optimizer: t
     if scaler is not None:
         scaler.unscale_(optimizer)
     return nn.utils.clip_grad_norm_(params, max_norm, norm_type=2.0)
+
+
+def backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor],
+                  max_norm: float | None, scaler: torch.amp.GradScaler | None = None) -> None:
+    """``loss.backward()``, :func:`clip_gradients` when ``max_norm`` is set, ``optimizer.step()``. With a
+    GradScaler (fp16): scaled backward, clipping after unscaling, ``scaler.step`` (skipped when the gradients
+    overflowed) and ``scaler.update()``."""
+    if scaler is None:
+        loss.backward()
+        if max_norm is not None:
+            clip_gradients(params, max_norm, optimizer)
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        if max_norm is not None:
+            clip_gradients(params, max_norm, optimizer, scaler)  # unscales first
+        scaler.step(optimizer)
+        scaler.update()
