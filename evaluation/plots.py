@@ -90,9 +90,7 @@ def plot_tsne(
                   ncol=1 if len(classes) <= 20 else 2)
     fig.tight_layout()
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        _save_png(plt, fig, path, dpi=120)
     return fig
 
 
@@ -137,9 +135,7 @@ def plot_confusion(
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        _save_png(plt, fig, path, dpi=120)
     return fig
 
 
@@ -212,11 +208,15 @@ def plot_part_segmentation(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=100)
+    return _save_png(plt, fig, path, dpi=100)
+
+
+def _save_png(plt: Any, fig: Any, path: str | Path, dpi: int) -> str:
+    """Write ``fig`` to ``path`` (its folder created) and close it, so a notebook does not show it twice."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
-    return out
+    return os.fspath(path)
 
 
 def plot_partseg_examples(dataset: Any, out: dict[str, Any], path: Path, num_shapes: int, title: str) -> str:
