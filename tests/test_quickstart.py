@@ -45,7 +45,7 @@ def test_quickstart_tiny_end_to_end(quickstart, tiny_data_root, tmp_path):
 
     # A second seed (its result made from seed 1's, no training: running a seed is what the call above did):
     # both are reused from their result.json, and the ablation gets the spread.
-    seed_dir = tmp_path / "runs" / next((tmp_path / "runs").iterdir()).name / "seed1"
+    seed_dir = next((tmp_path / "runs").glob("*/seed1/result.json")).parent  # runs/<preset>-<data hash>/seed1
     result = json.loads((seed_dir / "result.json").read_text())
     result["seed"] = 2
     for arm in result["arms"].values():
@@ -73,7 +73,7 @@ def test_quickstart_tiny_finetuning_stages(quickstart, tiny_data_root, tmp_path)
               "--runs_dir", str(tmp_path / "runs"), "--results_dir", str(tmp_path / "results"), "--no_progress",
               "--threads", "1", "--epochs", "1", "--stages", "pretrain", "cls", "partseg_pretrained"]
     out = quickstart.main(common)
-    seed_dir = tmp_path / "runs" / next((tmp_path / "runs").iterdir()).name / "seed1"
+    seed_dir = next((tmp_path / "runs").glob("*/seed1/result.json")).parent  # runs/<preset>-<data hash>/seed1
     for recipe in ("dgcnn", "pointmae"):
         for arm in ("crosspoint", "random"):
             config = json.loads((seed_dir / f"cls_{recipe}_{arm}" / "config.json").read_text())
